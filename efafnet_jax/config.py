@@ -1,0 +1,144 @@
+"""Config construction shared by the files in `configs/`.
+
+Each file in `configs/` is a thin big_vision-style `get_config(spec)` that calls
+`build_config` with its dataset's defaults. The spec is the text after the colon
+in `--config configs/coco.py:efafnet,r50,256x192`: comma-separated parts in any
+order, each optional (VARIANT, rDEPTH, HxW).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+
+import ml_collections
+
+# Ablation rows of the paper's Table VI (plus Table VIII's "SBN+FASM") as switches.
+VARIANTS: dict[str, dict[str, object]] = {
+    "sbn": dict(use_fam=False, use_fsm=False, use_fusion=False, head="deconv"),
+    "sbn_fam": dict(use_fam=True, use_fsm=False, use_fusion=False, head="deconv"),
+    "sbn_fsm": dict(use_fam=False, use_fsm=True, use_fusion=False, head="deconv"),
+    "sbn_fasm": dict(use_fam=True, use_fsm=True, use_fusion=False, head="deconv"),
+    "sbn_ffm": dict(use_fam=False, use_fsm=False, use_fusion=True, head="deconv"),
+    "sbn_duc": dict(use_fam=False, use_fsm=False, use_fusion=False, head="duc"),
+    "efafnet": dict(use_fam=True, use_fsm=True, use_fusion=True, head="duc"),
+}
+
+# Bottleneck blocks per stage, from the ResNet paper (He et al. 2016, Table 1).
+RESNET_BLOCKS: dict[int, tuple[int, int, int, int]] = {
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+
+# ImageNet statistics on [0, 1] RGB, as torchvision and SimpleBaseline use them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+BACKBONE_STRIDE = 32
+HEATMAP_STRIDE = 4
+
+
+def parse_spec(
+    spec: str | None, default_variant: str, default_depth: int, default_size: tuple[int, int]
+) -> tuple[str, int, tuple[int, int]]:
+    """Parses 'VARIANT,rDEPTH,HxW' (parts optional, any order) into a triple."""
+    variant, depth, size = default_variant, default_depth, default_size
+    for part in filter(None, (p.strip() for p in (spec or "").split(","))):
+        if part in VARIANTS:
+            variant = part
+        elif re.fullmatch(r"r\d+", part):
+            depth = int(part[1:])
+            if depth not in RESNET_BLOCKS:
+                raise ValueError(
+                    f"config spec {spec!r}: depth {depth} is not one of {sorted(RESNET_BLOCKS)}"
+                )
+        elif re.fullmatch(r"\d+x\d+", part):
+            height, width = (int(v) for v in part.split("x"))
+            size = (height, width)
+        else:
+            raise ValueError(
+                f"config spec {spec!r}: part {part!r} is neither a variant "
+                f"({', '.join(VARIANTS)}), a depth (r50, r101, r152) nor a "
+                "size (HxW)"
+            )
+    return variant, depth, size
+
+
+def model_config(variant: str, depth: int, num_joints: int) -> ml_collections.ConfigDict:
+    """Model settings of one Table VI row at full (paper) widths."""
+    m = ml_collections.ConfigDict()
+    m.variant = variant
+    m.depth = depth
+    m.stage_blocks = RESNET_BLOCKS[depth]
+    m.stem_width = 64
+    m.width = 64  # planes of the first stage; later stages double it
+    m.num_joints = num_joints
+    m.use_fam = VARIANTS[variant]["use_fam"]
+    m.use_fsm = VARIANTS[variant]["use_fsm"]
+    m.use_fusion = VARIANTS[variant]["use_fusion"]
+    m.head = VARIANTS[variant]["head"]
+
+    # FAM: Res2Net's 26w x 4s widths (Gao et al. 2019); see README "Design decisions".
+    m.fam = ml_collections.ConfigDict(dict(base_width=26, scale=4))
+    # FSM: channel selection MLP reduction and the location-sensitive branch.
+    m.fsm = ml_collections.ConfigDict(
+        dict(
+            reduction=16,
+            lss_hidden=1,  # W1 in R^{1x1xC}: C -> 1 channel (paper Eq. 2)
+            lss_relu_before_sigmoid=True,  # Eq. 2 as printed: Sigmoid(ReLU(W2 ReLU(W1 X)))
+            arrangement="parallel",  # Table VII: "parallel", "cs_lss" or "lss_cs"
+        )
+    )
+    m.fusion = ml_collections.ConfigDict(dict(aux_supervision=False))
+    m.deconv = ml_collections.ConfigDict(dict(num_layers=3, channels=256, kernel=4))
+    m.duc = ml_collections.ConfigDict(dict(upscale=8, kernel=3))
+    m.final_kernel = 1
+    m.color_order = "rgb"
+    m.mean = IMAGENET_MEAN
+    m.std = IMAGENET_STD
+    m.dtype = "float32"
+    m.param_dtype = "float32"
+    return m
+
+
+def build_config(
+    dataset: str,
+    num_joints: int,
+    spec: str | None,
+    default_size: tuple[int, int],
+    sigma: float = 2.0,
+    default_variant: str = "efafnet",
+    default_depth: int = 50,
+) -> ml_collections.ConfigDict:
+    """The full config for one dataset and one 'VARIANT,rDEPTH,HxW' spec."""
+    variant, depth, size = parse_spec(spec, default_variant, default_depth, default_size)
+    height, width = size
+    if height % BACKBONE_STRIDE or width % BACKBONE_STRIDE:
+        raise ValueError(
+            f"config spec {spec!r}: input size {height}x{width} must be a "
+            f"multiple of the backbone stride {BACKBONE_STRIDE}"
+        )
+    config = ml_collections.ConfigDict()
+    config.name = f"{dataset}_{variant}_r{depth}_{height}x{width}"
+    config.model = model_config(variant, depth, num_joints)
+    config.data = ml_collections.ConfigDict()
+    config.data.dataset = dataset
+    config.data.image_size = (height, width)
+    config.data.heatmap_size = (height // HEATMAP_STRIDE, width // HEATMAP_STRIDE)
+    # SimpleBaseline's sigma 2 (its 70.4 AP used it); the paper says 1 pixel.
+    config.data.sigma = sigma
+    config.seed = 0
+    return config
+
+
+def load_config(path_and_spec: str) -> ml_collections.ConfigDict:
+    """Loads `path/to/config.py[:spec]` the way absl's config_flags does."""
+    path, _, spec = path_and_spec.partition(":")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"_efafnet_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(spec) if spec else module.get_config()

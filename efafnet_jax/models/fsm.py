@@ -1,0 +1,65 @@
+"""Feature Selection Module (paper section III-B.2, Eqs. 2-7, Fig. 4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from efafnet_jax.models.layers import kaiming_fan_out
+
+ARRANGEMENTS = ("parallel", "cs_lss", "lss_cs")  # Table VII
+
+
+class FeatureSelection(nn.Module):
+    """Channel-wise (CS) and location-sensitive (LSS) selection, each x + w * x.
+
+    CS: alpha = sigmoid(FC2(ReLU(FC1(avgpool(x) + maxpool(x))))) (Eqs. 4-7), FC1
+    reducing by `reduction`. LSS: beta = sigmoid([ReLU](W2(ReLU(W1 x)))) (Eq. 2),
+    W1: C -> `lss_hidden` 1x1 conv, W2: -> 1 channel. `parallel` returns
+    CS(x) + LSS(x) (Eq. 8's sum); `cs_lss` / `lss_cs` apply them in series.
+    """
+
+    reduction: int = 16
+    lss_hidden: int = 1
+    lss_relu_before_sigmoid: bool = True
+    arrangement: str = "parallel"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        if self.arrangement not in ARRANGEMENTS:
+            raise ValueError(
+                f"fsm.arrangement must be one of {ARRANGEMENTS}, got {self.arrangement!r}"
+            )
+        channels = x.shape[-1]
+        layer = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+        def channel_selection(f):
+            pooled = jnp.mean(f, axis=(1, 2)) + jnp.max(f, axis=(1, 2))
+            hidden = nn.relu(
+                nn.Dense(max(channels // self.reduction, 1), name="cs_fc1", **layer)(pooled)
+            )
+            alpha = nn.sigmoid(nn.Dense(channels, name="cs_fc2", **layer)(hidden))
+            return f + alpha[:, None, None, :] * f
+
+        def location_selection(f):
+            hidden = nn.relu(
+                nn.Conv(
+                    self.lss_hidden, (1, 1), name="lss_conv1", kernel_init=kaiming_fan_out, **layer
+                )(f)
+            )
+            logits = nn.Conv(1, (1, 1), name="lss_conv2", kernel_init=kaiming_fan_out, **layer)(
+                hidden
+            )
+            if self.lss_relu_before_sigmoid:
+                logits = nn.relu(logits)
+            return f + nn.sigmoid(logits) * f
+
+        if self.arrangement == "parallel":
+            return channel_selection(x) + location_selection(x)
+        if self.arrangement == "cs_lss":
+            return location_selection(channel_selection(x))
+        return channel_selection(location_selection(x))

@@ -1,0 +1,62 @@
+"""Parameter count and true multiply-adds / FLOPs of one config's network.
+
+python -m efafnet_jax.summary --config configs/coco.py:sbn,r50,256x192 [--json]
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+from efafnet_jax.model_cost import count_macs, count_params
+from efafnet_jax.models import create_model
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/coco.py", "Config file[:spec].")
+_JSON = flags.DEFINE_bool("json", False, "Print one line of JSON as the last line.")
+
+
+def abstract_variables(model, image_size: tuple[int, int]):
+    """Variables of `model` as ShapeDtypeStructs (nothing is allocated)."""
+    images = jax.ShapeDtypeStruct((1, *image_size, 3), jnp.uint8)
+    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+
+
+def summarize(config: ml_collections.ConfigDict) -> dict:
+    """params (trainable), macs and flops (= 2 * macs) of one sample."""
+    model = create_model(config.model)
+    height, width = config.data.image_size
+    variables = abstract_variables(model, (height, width))
+    images = jax.ShapeDtypeStruct((1, height, width, 3), jnp.uint8)
+    macs = count_macs(lambda v, x: model.apply(v, x, train=False), variables, images)
+    parts = {name: count_params(tree) for name, tree in variables["params"].items()}
+    return {
+        "config": config.name,
+        "params": count_params(variables["params"]),
+        "macs": macs,
+        "flops": 2 * macs,
+        "params_by_part": parts,
+        "input": [height, width],
+    }
+
+
+def main(argv):
+    del argv
+    result = summarize(_CONFIG.value)
+    print(f"config      {result['config']}")
+    print(f"input       {result['input'][0]}x{result['input'][1]}")
+    for name, count in result["params_by_part"].items():
+        print(f"  {name:<12}{count:>14,d}")
+    print(f"params      {result['params']:>14,d}")
+    print(f"multiply-adds {result['macs'] / 1e9:10.3f} G per sample")
+    print(f"FLOPs       {result['flops'] / 1e9:12.3f} G per sample (2 x multiply-adds)")
+    if _JSON.value:
+        print(json.dumps({k: result[k] for k in ("config", "params", "macs", "flops")}))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,72 @@
+"""Every config file builds, and the spec grammar is parsed as documented."""
+
+import pytest
+from conftest import CONFIG_DIR
+
+from efafnet_jax.config import VARIANTS, load_config, parse_spec
+from efafnet_jax.models import create_model
+
+CONFIG_FILES = sorted(p.name for p in CONFIG_DIR.glob("*.py"))
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_every_config_file_builds_a_model(name):
+    config = load_config(str(CONFIG_DIR / name))
+    model = create_model(config.model)
+    assert model.num_joints == config.model.num_joints
+    height, width = config.data.image_size
+    assert config.data.heatmap_size == (height // 4, width // 4)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("size", ["256x192", "384x288"])
+@pytest.mark.parametrize("depth", ["r50", "r101", "r152"])
+def test_coco_spec_sets_variant_depth_and_size(variant, size, depth):
+    config = load_config(f"{CONFIG_DIR / 'coco.py'}:{variant},{depth},{size}")
+    assert config.model.variant == variant
+    assert config.model.depth == int(depth[1:])
+    assert config.data.image_size == tuple(int(v) for v in size.split("x"))
+    for switch, value in VARIANTS[variant].items():
+        assert config.model[switch] == value
+
+
+def test_default_spec_is_efafnet_r50_256x192():
+    config = load_config(str(CONFIG_DIR / "coco.py"))
+    assert (config.model.variant, config.model.depth, config.data.image_size) == (
+        "efafnet",
+        50,
+        (256, 192),
+    )
+    assert config.data.sigma == 2.0
+
+
+def test_dataset_joint_counts():
+    assert load_config(str(CONFIG_DIR / "crowdpose.py")).model.num_joints == 14
+    mpii = load_config(str(CONFIG_DIR / "mpii.py"))
+    assert mpii.model.num_joints == 16 and mpii.data.image_size == (256, 256)
+
+
+def test_spec_parts_in_any_order():
+    assert parse_spec("384x288,r101,sbn", "efafnet", 50, (256, 192)) == ("sbn", 101, (384, 288))
+
+
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ("resnet", "part 'resnet'"),
+        ("r34", "depth 34"),
+    ],
+)
+def test_bad_spec_is_named(spec, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        load_config(f"{CONFIG_DIR / 'coco.py'}:{spec}")
+
+
+def test_input_size_must_fit_backbone_stride():
+    with pytest.raises(ValueError, match="multiple of the backbone stride"):
+        load_config(f"{CONFIG_DIR / 'coco.py'}:sbn,250x190")
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.py"):
+        load_config(str(tmp_path / "nope.py"))
