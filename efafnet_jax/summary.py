@@ -10,14 +10,11 @@ import json
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
+from efafnet_jax.cli import define_common_flags, run
 from efafnet_jax.model_cost import count_macs, count_params
 from efafnet_jax.models import create_model
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/coco.py", "Config file[:spec].")
-_JSON = flags.DEFINE_bool("json", False, "Print one line of JSON as the last line.")
 
 
 def abstract_variables(model, image_size: tuple[int, int]):
@@ -46,7 +43,7 @@ def summarize(config: ml_collections.ConfigDict) -> dict:
 
 def main(argv):
     del argv
-    result = summarize(_CONFIG.value)
+    result = summarize(flags.FLAGS.config)
     print(f"config      {result['config']}")
     print(f"input       {result['input'][0]}x{result['input'][1]}")
     for name, count in result["params_by_part"].items():
@@ -54,9 +51,10 @@ def main(argv):
     print(f"params      {result['params']:>14,d}")
     print(f"multiply-adds {result['macs'] / 1e9:10.3f} G per sample")
     print(f"FLOPs       {result['flops'] / 1e9:12.3f} G per sample (2 x multiply-adds)")
-    if _JSON.value:
+    if flags.FLAGS.json:
         print(json.dumps({k: result[k] for k in ("config", "params", "macs", "flops")}))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_common_flags()
+    run(main)

@@ -13,3 +13,16 @@ CONFIG_DIR = REPO / "configs"
 @pytest.fixture(scope="session")
 def repo_root() -> pathlib.Path:
     return REPO
+
+
+def run_json_command(*args: str) -> dict:
+    """Runs `python -m ARGS --json` in the repository; returns its last stdout line as JSON."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", *args, "--json"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

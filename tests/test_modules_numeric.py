@@ -1,6 +1,5 @@
 """FSM, FAM and DUC against hand-derived NumPy float64 computations."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 from efafnet_jax.models.bottleneck import Bottleneck, fam_split_width
 from efafnet_jax.models.fsm import FeatureSelection
 from efafnet_jax.models.heads import DUCHead, depth_to_space
+from efafnet_jax.models.layers import batch_norm
 
 
 def _sigmoid(x):
@@ -165,15 +165,21 @@ def test_duc_is_a_conv_followed_by_depth_to_space():
     np.testing.assert_allclose(head.apply(variables, x), expected, rtol=1e-6, atol=1e-6)
 
 
-def test_batchnorm_variance_is_computed_directly():
-    """Large-mean inputs: E[x^2]-E[x]^2 loses digits that PyTorch's direct variance keeps."""
-    from efafnet_jax.models.layers import batch_norm
-
-    x = jnp.asarray(1000.0 + np.random.default_rng(3).normal(size=(64, 1, 1, 4)), jnp.float32)
+def test_batchnorm_matches_pytorch_semantics():
+    """Direct (not E[x^2]-E[x]^2) batch variance; running var updated with the unbiased one."""
+    x64 = 1000.0 + np.random.default_rng(3).normal(size=(16, 2, 2, 4))
+    x = jnp.asarray(x64, jnp.float32)
     bn = batch_norm(True, dtype=jnp.float32, param_dtype=jnp.float32)
     variables = bn.init(jax.random.key(0), x)
-    _, state = bn.apply(variables, x, mutable=["batch_stats"])
-    x64 = np.asarray(x, np.float64).reshape(-1, 4)
-    expected = 0.9 * 1.0 + 0.1 * x64.var(axis=0)
-    np.testing.assert_allclose(state["batch_stats"]["var"], expected, rtol=1e-4)
-    assert isinstance(bn, nn.BatchNorm) and not bn.use_fast_variance
+    out, state = bn.apply(variables, x, mutable=["batch_stats"])
+    flat = x64.reshape(-1, 4)
+    np.testing.assert_allclose(
+        state["batch_stats"]["var"], 0.9 + 0.1 * flat.var(axis=0, ddof=1), rtol=1e-5
+    )
+    np.testing.assert_allclose(state["batch_stats"]["mean"], 0.1 * flat.mean(axis=0), rtol=1e-5)
+    expected = (x64 - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5)
+    np.testing.assert_allclose(out, expected, atol=2e-3)
+    eval_bn = batch_norm(False, dtype=jnp.float32, param_dtype=jnp.float32)
+    np.testing.assert_allclose(
+        eval_bn.apply(variables, x), (x64 - 0.0) / np.sqrt(1 + 1e-5), rtol=1e-6
+    )

@@ -1,14 +1,10 @@
 """Parameter and multiply-add counts: hand-derived cases and the paper's figures."""
 
-import json
-import subprocess
-import sys
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import CONFIG_DIR, REPO
+from conftest import CONFIG_DIR, run_json_command
 
 from efafnet_jax.config import load_config
 from efafnet_jax.model_cost import count_macs
@@ -54,21 +50,7 @@ def test_sbn_fasm_r50_is_within_three_percent_of_table_viii():
 
 
 def test_summary_command_json_is_the_last_line():
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "efafnet_jax.summary",
-            "--config",
-            "configs/tiny.py:sbn_duc,128x96",
-            "--json",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    last = run_json_command("efafnet_jax.summary", "--config", "configs/tiny.py:sbn_duc,128x96")
     assert set(last) >= {"params", "macs", "flops"}
     direct = summarize(load_config(f"{CONFIG_DIR / 'tiny.py'}:sbn_duc,128x96"))
     assert last["params"] == direct["params"] and last["macs"] == direct["macs"]

@@ -106,12 +106,17 @@ class PoseNet(nn.Module):
                 name="aux_conv2",
                 **layer,
             )(conv2)
-            self.sow("intermediates", "aux_heatmaps", aux.astype(jnp.float32))
+            self.sow("intermediates", "aux_heatmaps", _at_least_float32(aux))
         if self.head == "duc" and not self.use_fusion:
             heatmaps = features  # DUC predicts the heatmaps directly (paper III-D).
         else:
             heatmaps = final_layer(features)
-        return heatmaps.astype(jnp.float32)
+        return _at_least_float32(heatmaps)
+
+
+def _at_least_float32(x: jnp.ndarray) -> jnp.ndarray:
+    """Outputs leave the network in float32 (float64 when computing in float64)."""
+    return x.astype(jnp.promote_types(jnp.float32, x.dtype))
 
 
 def create_model(model_config: ml_collections.ConfigDict) -> PoseNet:

@@ -12,6 +12,21 @@ from efafnet_jax.models.layers import kaiming_fan_out
 ARRANGEMENTS = ("parallel", "cs_lss", "lss_cs")  # Table VII
 
 
+def spatial_max(x: jnp.ndarray) -> jnp.ndarray:
+    """Max over H, W whose gradient goes to the first maximum's position.
+
+    jnp.max's gradient re-compares the input with the result; under jit XLA may
+    recompute the input in another fusion, rounded differently, and the
+    comparison then misses the maximum. A gather at the argmax has no such
+    equality test (PyTorch's amax splits the gradient between exact ties; ties
+    do not occur in real features).
+    """
+    b, h, w, c = x.shape
+    flat = x.reshape(b, h * w, c)
+    index = jnp.argmax(flat, axis=1)
+    return jnp.take_along_axis(flat, index[:, None, :], axis=1)[:, 0, :]
+
+
 class FeatureSelection(nn.Module):
     """Channel-wise (CS) and location-sensitive (LSS) selection, each x + w * x.
 
@@ -38,7 +53,7 @@ class FeatureSelection(nn.Module):
         layer = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
         def channel_selection(f):
-            pooled = jnp.mean(f, axis=(1, 2)) + jnp.max(f, axis=(1, 2))
+            pooled = jnp.mean(f, axis=(1, 2)) + spatial_max(f)
             hidden = nn.relu(
                 nn.Dense(max(channels // self.reduction, 1), name="cs_fc1", **layer)(pooled)
             )

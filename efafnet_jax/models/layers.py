@@ -10,6 +10,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from efafnet_jax.models.batch_norm import BatchNorm
+
 # torchvision resnet.py: kaiming_normal_(mode="fan_out", nonlinearity="relu").
 kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 # SimpleBaseline pose_resnet.py init_weights: normal_(std=0.001) for deconvs and final layer.
@@ -42,17 +44,9 @@ def conv(
     )
 
 
-def batch_norm(train: bool, *, dtype, param_dtype, name: str | None = None) -> nn.BatchNorm:
-    """BatchNorm with PyTorch's defaults (momentum 0.1, eps 1e-5, direct variance)."""
-    return nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.9,
-        epsilon=1e-5,
-        use_fast_variance=False,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        name=name,
-    )
+def batch_norm(train: bool, *, dtype, param_dtype, name: str | None = None) -> BatchNorm:
+    """BatchNorm2d as PyTorch computes it (momentum 0.1, eps 1e-5, unbiased running var)."""
+    return BatchNorm(use_running_average=not train, dtype=dtype, param_dtype=param_dtype, name=name)
 
 
 def as_dtype(name: str):
