@@ -103,6 +103,65 @@ def model_config(variant: str, depth: int, num_joints: int) -> ml_collections.Co
     return m
 
 
+# Where each dataset lies as released, in HRNet's data/ layout (README "Datasets").
+DATA_LAYOUT = {
+    "coco": dict(
+        train_ann="data/coco/annotations/person_keypoints_train2017.json",
+        train_images="data/coco/images/train2017",
+        val_ann="data/coco/annotations/person_keypoints_val2017.json",
+        val_images="data/coco/images/val2017",
+        val_detections="data/coco/person_detection_results/"
+        "COCO_val2017_detections_AP_H_56_person.json",
+    ),
+    "crowdpose": dict(
+        train_ann="data/crowdpose/json/crowdpose_trainval.json",
+        train_images="data/crowdpose/images",
+        val_ann="data/crowdpose/json/crowdpose_test.json",
+        val_images="data/crowdpose/images",
+        val_detections="",
+    ),
+    "mpii": dict(
+        train_ann="data/mpii/annot/train.json",
+        train_images="data/mpii/images",
+        val_ann="data/mpii/annot/valid.json",
+        val_images="data/mpii/images",
+        val_detections="",
+    ),
+}
+
+
+def data_config(dataset: str) -> ml_collections.ConfigDict:
+    """Dataset files, reading policy and SimpleBaseline's augmentation (paper IV.A)."""
+    d = ml_collections.ConfigDict()
+    d.dataset = dataset
+    d.update(
+        DATA_LAYOUT.get(
+            dataset,
+            dict(train_ann="", train_images="", val_ann="", val_images="", val_detections=""),
+        )
+    )
+    d.mpii_headboxes = "data/mpii/annot/gt_valid.mat" if dataset == "mpii" else ""
+    d.det_score_threshold = 0.0  # HRNet's image_thre
+    d.det_box_extension = 0.3 if dataset == "crowdpose" else 0.0  # paper IV.C
+    d.on_bad_record = "raise"  # or "skip": reported in one summary line
+    d.check_images = True
+    d.use_joint_weights = False
+    d.keypoints = ml_collections.ConfigDict()  # a custom keypoint set (data/keypoints.py)
+    d.augment = ml_collections.ConfigDict(
+        dict(
+            scale_factor=0.3,
+            rotation_factor=40.0,
+            rotation_prob=0.6,
+            flip=True,
+            flip_prob=0.5,
+            half_body=False,
+            half_body_prob=0.3,
+            half_body_min_joints=8,
+        )
+    )
+    return d
+
+
 def build_config(
     dataset: str,
     num_joints: int,
@@ -123,8 +182,7 @@ def build_config(
     config = ml_collections.ConfigDict()
     config.name = f"{dataset}_{variant}_r{depth}_{height}x{width}"
     config.model = model_config(variant, depth, num_joints)
-    config.data = ml_collections.ConfigDict()
-    config.data.dataset = dataset
+    config.data = data_config(dataset)
     config.data.image_size = (height, width)
     config.data.heatmap_size = (height // HEATMAP_STRIDE, width // HEATMAP_STRIDE)
     # SimpleBaseline's sigma 2 (its 70.4 AP used it); the paper says 1 pixel.

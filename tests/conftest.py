@@ -26,3 +26,10 @@ def run_json_command(*args: str) -> dict:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+SHARED_DATA = REPO.parent / "shared" / "data"
+needs_shared_data = pytest.mark.skipif(
+    not (SHARED_DATA / "coco" / "test_coco.json").is_file(),
+    reason=f"the real COCO/MPII samples are not at {SHARED_DATA} (a clone outside the workplace)",
+)

@@ -1,0 +1,1 @@
+"""Datasets: keypoint specs, readers, SimpleBaseline/HRNet transforms and targets."""

@@ -1,0 +1,216 @@
+"""COCO-format keypoint annotations (COCO, CrowdPose) and person-detection files.
+
+GT persons follow HRNet lib/dataset/coco.py `_load_coco_keypoint_annotation_kernal`:
+crowd annotations dropped, boxes cleaned (x1 = max(0, x), x2 = min(W - 1, x1 +
+max(0, w - 1)), kept if area > 0 and the box is non-empty), persons without any
+labelled keypoint dropped, visibility > 1 set to 1, centre/scale from the clean
+box. Detections follow `_load_coco_person_detection_results`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from efafnet_jax.data.json_files import finite_number, finite_numbers, load_json
+from efafnet_jax.data.keypoints import KeypointSpec
+from efafnet_jax.data.records import (
+    BadRecordError,
+    BadRecordHandler,
+    PersonRecord,
+    ReadSummary,
+    drop_missing_images,
+)
+from efafnet_jax.data.transforms import box_to_center_scale, extend_box
+
+
+def person_category_id(data: dict, path: str) -> int:
+    """The id of the category that carries keypoints (COCO's person: 1)."""
+    for category in data.get("categories") or []:
+        if category.get("keypoints"):
+            return int(category["id"])
+    raise BadRecordError(f"annotation file {path}: no category with a 'keypoints' list")
+
+
+def image_table(data: dict, path: str) -> dict[int, dict]:
+    """{image id: image entry}, in the file's order."""
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise BadRecordError(f"annotation file {path}: top-level field 'images' is missing")
+    table = {}
+    for i, image in enumerate(data["images"]):
+        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+            raise BadRecordError(f"annotation file {path}: images[{i}] lacks 'id' or 'file_name'")
+        table[int(image["id"])] = image
+    return table
+
+
+def _clean_box(box: list[float], width: float, height: float) -> list[float] | None:
+    x, y, w, h = box
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2 = min(width - 1, x1 + max(0.0, w - 1))
+    y2 = min(height - 1, y1 + max(0.0, h - 1))
+    if x2 >= x1 and y2 >= y1:
+        return [x1, y1, x2 - x1, y2 - y1]
+    return None
+
+
+def read_coco_keypoints(
+    ann_file: str,
+    image_dir: str,
+    spec: KeypointSpec,
+    aspect_ratio: float,
+    on_bad_record: str = "raise",
+    check_images: bool = True,
+) -> tuple[list[PersonRecord], ReadSummary]:
+    """GT person records of a COCO-format keypoint file, in the reference's order."""
+    summary = ReadSummary(source=ann_file)
+    handler = BadRecordHandler(on_bad_record, summary)
+    data = load_json(ann_file)
+    images = image_table(data, ann_file)
+    category = person_category_id(data, ann_file)
+    by_image: dict[int, list[dict]] = {image_id: [] for image_id in images}
+    for i, ann in enumerate(data.get("annotations") or []):
+        image_id = ann.get("image_id") if isinstance(ann, dict) else None
+        if image_id not in by_image:
+            handler.bad(
+                f"{ann_file}: annotations[{i}] (id {_get(ann, 'id')}): field "
+                f"'image_id' {image_id!r} names no image in the file"
+            )
+            continue
+        by_image[image_id].append(ann)
+
+    records = []
+    for image_id, anns in by_image.items():
+        image = images[image_id]
+        path = os.path.join(image_dir, image["file_name"])
+        for ann in anns:
+            where = f"{ann_file}: annotation id {_get(ann, 'id')} (image id {image_id})"
+            try:
+                record = _gt_record(ann, image, path, spec, category, aspect_ratio, where, summary)
+            except BadRecordError as err:
+                handler.bad(str(err))
+                continue
+            if record is not None:
+                records.append(record)
+    if check_images:
+        records = drop_missing_images(records, handler)
+    summary.kept = len(records)
+    return records, handler.finish()
+
+
+def _get(record, field):
+    return record.get(field, "?") if isinstance(record, dict) else "?"
+
+
+def _gt_record(
+    ann: dict,
+    image: dict,
+    path: str,
+    spec: KeypointSpec,
+    category: int,
+    aspect_ratio: float,
+    where: str,
+    summary: ReadSummary,
+) -> PersonRecord | None:
+    if ann.get("iscrowd", 0):
+        summary.filtered["crowd annotations"] += 1
+        return None
+    if ann.get("category_id", category) != category:
+        summary.filtered["other categories"] += 1
+        return None
+    box = finite_numbers(ann, "bbox", 4, where)
+    keypoints = finite_numbers(ann, "keypoints", spec.num_joints * 3, where)
+    for field in ("width", "height"):
+        if not isinstance(image.get(field), (int, float)):
+            raise BadRecordError(f"{where}: image entry lacks a numeric '{field}'")
+    clean = _clean_box(box, image["width"], image["height"])
+    # CrowdPose has no 'area'; its box area stands in for the reference's test.
+    area = float(ann["area"]) if "area" in ann else box[2] * box[3]
+    if clean is None or area <= 0:
+        summary.filtered["empty boxes"] += 1
+        return None
+    if max(keypoints) == 0:
+        summary.filtered["persons without labelled joints"] += 1
+        return None
+    kpts = np.asarray(keypoints, np.float64).reshape(spec.num_joints, 3)
+    center, scale = box_to_center_scale(clean, aspect_ratio)
+    return PersonRecord(
+        image_path=path,
+        image_id=int(image["id"]),
+        center=center,
+        scale=scale,
+        joints=kpts[:, :2].astype(np.float32),
+        visibility=np.minimum(kpts[:, 2], 1).astype(np.float32),
+        box_score=1.0,
+        area=area,
+        box=np.asarray(clean, np.float32),
+        annotation_id=int(ann.get("id", -1)),
+    )
+
+
+def read_detections(
+    det_file: str,
+    ann_file: str,
+    image_dir: str,
+    spec: KeypointSpec,
+    aspect_ratio: float,
+    score_threshold: float = 0.0,
+    box_extension: float = 0.0,
+    on_bad_record: str = "raise",
+    check_images: bool = True,
+) -> tuple[list[PersonRecord], ReadSummary]:
+    """Person records from `[{image_id, category_id, bbox, score}]`.
+
+    `ann_file` (the split's COCO file) maps image ids to file names. Boxes scoring
+    below `score_threshold` are dropped (HRNet's image_thre, 0.0); `box_extension`
+    enlarges each box about its centre (0.3 for CrowdPose, paper IV.C). Joints are
+    zeros and visibility ones, as the reference's detection records.
+    """
+    summary = ReadSummary(source=det_file)
+    handler = BadRecordHandler(on_bad_record, summary)
+    gt = load_json(ann_file)
+    images = image_table(gt, ann_file)
+    category = person_category_id(gt, ann_file)
+    detections = load_json(det_file)
+    if not isinstance(detections, list):
+        raise BadRecordError(f"detections file {det_file} is not a JSON list of detections")
+    records = []
+    for i, det in enumerate(detections):
+        where = f"{det_file}: detection {i} (image id {_get(det, 'image_id')})"
+        try:
+            if not isinstance(det, dict):
+                raise BadRecordError(f"{where}: not a JSON object")
+            if det.get("category_id", category) != category:
+                summary.filtered["other categories"] += 1
+                continue
+            if det.get("image_id") not in images:
+                raise BadRecordError(f"{where}: field 'image_id' names no image in {ann_file}")
+            box = finite_numbers(det, "bbox", 4, where)
+            score = finite_number(det, "score", where)
+        except BadRecordError as err:
+            handler.bad(str(err))
+            continue
+        if score < score_threshold:
+            summary.filtered["boxes below the score threshold"] += 1
+            continue
+        used_box = extend_box(box, box_extension) if box_extension else np.asarray(box)
+        center, scale = box_to_center_scale(used_box, aspect_ratio)
+        image = images[det["image_id"]]
+        records.append(
+            PersonRecord(
+                image_path=os.path.join(image_dir, image["file_name"]),
+                image_id=int(det["image_id"]),
+                center=center,
+                scale=scale,
+                joints=np.zeros((spec.num_joints, 2), np.float32),
+                visibility=np.ones(spec.num_joints, np.float32),
+                box_score=score,
+                area=float(box[2] * box[3]),
+                box=np.asarray(used_box, np.float32),
+            )
+        )
+    if check_images:
+        records = drop_missing_images(records, handler)
+    summary.kept = len(records)
+    return records, handler.finish()

@@ -1,0 +1,36 @@
+"""Reading images as RGB uint8, with errors that name the file and the image id."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from efafnet_jax.data.records import BadRecordError
+
+# HRNet JointsDataset reads with IMREAD_COLOR | IMREAD_IGNORE_ORIENTATION (EXIF
+# orientation is ignored: COCO's keypoints are in the stored pixel grid).
+_READ_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+def decode_image(data: bytes, path: str, image_id: int) -> np.ndarray:
+    """JPEG/PNG bytes -> [H, W, 3] uint8 RGB."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), _READ_FLAGS)
+    if image is None:
+        raise BadRecordError(f"image file {path} (image id {image_id}) cannot be decoded")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str, image_id: int) -> np.ndarray:
+    """The image at `path` as [H, W, 3] uint8 RGB."""
+    if not os.path.isfile(path):
+        raise BadRecordError(f"image file {path} (image id {image_id}) does not exist")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise BadRecordError(
+            f"image file {path} (image id {image_id}) cannot be read: {err}"
+        ) from err
+    return decode_image(data, path, image_id)

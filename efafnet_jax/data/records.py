@@ -1,0 +1,105 @@
+"""The per-person record that readers produce and the pipeline, evaluation and
+prediction consume, and the bad-input policy shared by all readers."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+
+import numpy as np
+
+BAD_RECORD_POLICIES = ("raise", "skip")
+
+
+@dataclasses.dataclass
+class PersonRecord:
+    """One person to crop: where, how large, and (for GT) where the joints are.
+
+    image_path: the image file. image_id: the dataset's image id (COCO id; for
+    MPII the position of the image in the JSON's order of first appearance).
+    center, scale: float32 [2] in SimpleBaseline's convention (scale = box size
+    / 200 px, aspect-fixed and padded). joints: float32 [K, 2] in 0-based pixel
+    coordinates; visibility: float32 [K] (0 = unlabelled, 1 = labelled).
+    box_score: the detector's score (1 for GT). area: the annotation's area
+    (COCO), else the box area. box: float32 [4] x, y, w, h as used for
+    centre/scale. annotation_id: the annotation id, or -1 (detections, MPII).
+    """
+
+    image_path: str
+    image_id: int
+    center: np.ndarray
+    scale: np.ndarray
+    joints: np.ndarray
+    visibility: np.ndarray
+    box_score: float = 1.0
+    area: float = 0.0
+    box: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(4, np.float32))
+    annotation_id: int = -1
+
+
+class BadRecordError(ValueError):
+    """Bad input, with the file and the record that carry it in the message."""
+
+
+@dataclasses.dataclass
+class ReadSummary:
+    """Counts of what a reader kept, filtered as the reference does, and skipped."""
+
+    source: str
+    kept: int = 0
+    filtered: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+    def line(self) -> str:
+        """One line for the log: kept, reference filtering by reason, bad records skipped."""
+        parts = [f"{self.source}: {self.kept} persons"]
+        if self.filtered:
+            parts.append(
+                "filtered as the reference does: "
+                + ", ".join(f"{n} {reason}" for reason, n in sorted(self.filtered.items()))
+            )
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} bad records skipped (first: {self.skipped[0]})")
+        return "; ".join(parts)
+
+
+class BadRecordHandler:
+    """Applies `data.on_bad_record`: 'raise' stops at the first bad record, 'skip'
+    counts it in the summary and logs one line at the end."""
+
+    def __init__(self, policy: str, summary: ReadSummary):
+        if policy not in BAD_RECORD_POLICIES:
+            raise ValueError(
+                f"data.on_bad_record must be one of {BAD_RECORD_POLICIES}, got {policy!r}"
+            )
+        self.policy = policy
+        self.summary = summary
+
+    def bad(self, message: str) -> None:
+        if self.policy == "raise":
+            raise BadRecordError(message)
+        self.summary.skipped.append(message)
+
+    def finish(self) -> ReadSummary:
+        logging.info(self.summary.line())
+        return self.summary
+
+
+def drop_missing_images(
+    records: list[PersonRecord], handler: BadRecordHandler
+) -> list[PersonRecord]:
+    """Applies the bad-record policy to records whose image file does not exist."""
+    exists: dict[str, bool] = {}
+    kept = []
+    for record in records:
+        if record.image_path not in exists:
+            exists[record.image_path] = os.path.isfile(record.image_path)
+            if not exists[record.image_path]:
+                handler.bad(
+                    f"image file {record.image_path} (image id {record.image_id}) does not exist"
+                )
+        if exists[record.image_path]:
+            kept.append(record)
+    return kept

@@ -1,0 +1,242 @@
+"""SimpleBaseline/HRNet geometry as pure functions: every random draw is an argument.
+
+Sources: HRNet lib/utils/transforms.py (affine, flip), lib/dataset/coco.py
+(`_xywh2cs`), lib/dataset/JointsDataset.py (augmentation, half body). Sizes are
+(width, height), as cv2 and the reference take them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+PIXEL_STD = 200.0  # HRNet coco.py: scale is box size / 200 px
+
+
+def box_to_center_scale(
+    box: Sequence[float], aspect_ratio: float, padding: float = 1.25
+) -> tuple[np.ndarray, np.ndarray]:
+    """x, y, w, h -> centre, scale (HRNet `_xywh2cs`).
+
+    The short side is enlarged to `aspect_ratio` = width / height of the crop, the
+    size divided by 200 and multiplied by `padding`, except when the centre's x is
+    -1 (the reference's marker for "no box").
+    """
+    x, y, w, h = (float(v) for v in box[:4])
+    center = np.array([x + w * 0.5, y + h * 0.5], np.float32)
+    if w > aspect_ratio * h:
+        h = w * 1.0 / aspect_ratio
+    elif w < aspect_ratio * h:
+        w = h * aspect_ratio
+    scale = np.array([w * 1.0 / PIXEL_STD, h * 1.0 / PIXEL_STD], np.float32)
+    if center[0] != -1:
+        scale = scale * padding
+    return center, scale
+
+
+def extend_box(box: Sequence[float], factor: float) -> np.ndarray:
+    """Enlarges x, y, w, h by `factor` of its width and height about its centre.
+
+    The paper (IV.C) extends CrowdPose detections by 30% (factor 0.3).
+    """
+    x, y, w, h = (float(v) for v in box[:4])
+    return np.array(
+        [x - 0.5 * factor * w, y - 0.5 * factor * h, w * (1 + factor), h * (1 + factor)], np.float64
+    )
+
+
+def _rotate(point: Sequence[float], angle_rad: float) -> list[float]:
+    sn, cs = math.sin(angle_rad), math.cos(angle_rad)
+    return [point[0] * cs - point[1] * sn, point[0] * sn + point[1] * cs]
+
+
+def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    direction = a - b
+    return b + np.array([-direction[1], direction[0]], np.float32)
+
+
+def affine_matrix(
+    center: np.ndarray,
+    scale: np.ndarray,
+    rotation: float,
+    output_size: tuple[int, int],
+    inverse: bool = False,
+) -> np.ndarray:
+    """The 2x3 image -> crop matrix (crop -> image with `inverse`), HRNet's 3-point form.
+
+    Source points: the centre, the centre plus (0, -0.5 * scale_w * 200) rotated by
+    `rotation` degrees, and a third point perpendicular to them; destination: the
+    crop centre, the top-centre, and its perpendicular. Only scale's width counts.
+    """
+    scale = np.asarray(scale)
+    if scale.ndim == 0:
+        scale = np.array([scale, scale])
+    src_w = scale[0] * PIXEL_STD
+    dst_w, dst_h = output_size
+    src_dir = _rotate([0, src_w * -0.5], np.pi * rotation / 180)
+    dst_dir = np.array([0, dst_w * -0.5], np.float32)
+    src = np.zeros((3, 2), np.float32)
+    dst = np.zeros((3, 2), np.float32)
+    src[0] = center
+    src[1] = np.asarray(center) + src_dir
+    dst[0] = [dst_w * 0.5, dst_h * 0.5]
+    dst[1] = np.array([dst_w * 0.5, dst_h * 0.5]) + dst_dir
+    src[2] = _third_point(src[0], src[1])
+    dst[2] = _third_point(dst[0], dst[1])
+    if inverse:
+        return cv2.getAffineTransform(np.float32(dst), np.float32(src))
+    return cv2.getAffineTransform(np.float32(src), np.float32(dst))
+
+
+def affine_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Applies a 2x3 matrix to [..., 2] points."""
+    points = np.asarray(points, np.float64)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def warp_crop(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """cv2.warpAffine with bilinear sampling and a zero border, as the reference crops."""
+    return cv2.warpAffine(
+        image, matrix, (int(output_size[0]), int(output_size[1])), flags=cv2.INTER_LINEAR
+    )
+
+
+def flip_joints(
+    joints: np.ndarray,
+    visibility: np.ndarray,
+    image_width: int,
+    flip_pairs: Sequence[tuple[int, int]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mirrors joints in an image of `image_width` and swaps left/right (`fliplr_joints`).
+
+    x -> width - x - 1. As the reference returns joints * joints_vis, unlabelled
+    joints come back as (0, 0).
+    """
+    joints = np.array(joints, copy=True)
+    visibility = np.array(visibility, copy=True)
+    joints[:, 0] = image_width - joints[:, 0] - 1
+    perm = np.arange(len(joints))
+    for a, b in flip_pairs:
+        perm[a], perm[b] = b, a
+    joints, visibility = joints[perm], visibility[perm]
+    return joints * visibility[:, None], visibility
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentDraws:
+    """The random numbers one training sample consumes, in the reference's roles.
+
+    half_body_u, rotation_u, flip_u: uniform [0, 1); half_body_n, scale_n,
+    rotation_n: standard normal.
+    """
+
+    half_body_u: float
+    half_body_n: float
+    scale_n: float
+    rotation_n: float
+    rotation_u: float
+    flip_u: float
+
+
+def draw_augmentation(rng: np.random.Generator) -> AugmentDraws:
+    """Draws one sample's numbers from `rng` (a fixed order, so a seed replays it)."""
+    u = rng.random(3)
+    n = rng.standard_normal(3)
+    return AugmentDraws(
+        half_body_u=float(u[0]),
+        half_body_n=float(n[0]),
+        scale_n=float(n[1]),
+        rotation_n=float(n[2]),
+        rotation_u=float(u[1]),
+        flip_u=float(u[2]),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """SimpleBaseline's training augmentation with the paper's ranges (IV.A)."""
+
+    scale_factor: float = 0.3  # s * clip(randn * 0.3 + 1, 0.7, 1.3)
+    rotation_factor: float = 40.0  # clip(randn * 40, -80, 80) ...
+    rotation_prob: float = 0.6  # ... with probability 0.6
+    flip: bool = True
+    flip_prob: float = 0.5
+    half_body: bool = False  # HRNet's option; the paper does not use it
+    half_body_prob: float = 0.3
+    half_body_min_joints: int = 8
+
+
+def half_body_center_scale(
+    joints: np.ndarray,
+    visibility: np.ndarray,
+    upper_body_ids: Sequence[int],
+    choice_n: float,
+    aspect_ratio: float,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """HRNet `half_body_transform`: a box around the upper or the lower body.
+
+    Upper if choice_n < 0.5 and more than 2 upper joints are labelled, else lower if
+    more than 2 lower joints are, else upper; None when fewer than 2 are selected.
+    Centre = mean of the selected joints; box from their extent, aspect-fixed, x1.5.
+    """
+    labelled = visibility > 0
+    is_upper = np.isin(np.arange(len(joints)), upper_body_ids)
+    upper = joints[labelled & is_upper]
+    lower = joints[labelled & ~is_upper]
+    if choice_n < 0.5 and len(upper) > 2:
+        selected = upper
+    else:
+        selected = lower if len(lower) > 2 else upper
+    if len(selected) < 2:
+        return None
+    selected = np.asarray(selected, np.float32)
+    center = selected.mean(axis=0)[:2]
+    left_top = selected.min(axis=0)
+    right_bottom = selected.max(axis=0)
+    w = right_bottom[0] - left_top[0]
+    h = right_bottom[1] - left_top[1]
+    if w > aspect_ratio * h:
+        h = w * 1.0 / aspect_ratio
+    elif w < aspect_ratio * h:
+        w = h * aspect_ratio
+    scale = np.array([w * 1.0 / PIXEL_STD, h * 1.0 / PIXEL_STD], np.float32)
+    return center, scale * 1.5
+
+
+def augment_center_scale(
+    center: np.ndarray,
+    scale: np.ndarray,
+    joints: np.ndarray,
+    visibility: np.ndarray,
+    draws: AugmentDraws,
+    config: AugmentConfig,
+    upper_body_ids: Sequence[int],
+    aspect_ratio: float,
+) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """Half body, scale and rotation as JointsDataset draws them: (c, s, degrees, flip).
+
+    The flip itself (of image, joints and centre) is left to the caller, which
+    knows the image width.
+    """
+    c, s = np.array(center, copy=True), np.array(scale, copy=True)
+    if (
+        config.half_body
+        and np.sum(visibility) > config.half_body_min_joints
+        and draws.half_body_u < config.half_body_prob
+    ):
+        half = half_body_center_scale(
+            joints, visibility, upper_body_ids, draws.half_body_n, aspect_ratio
+        )
+        if half is not None:
+            c, s = half
+    sf, rf = config.scale_factor, config.rotation_factor
+    s = s * np.clip(draws.scale_n * sf + 1, 1 - sf, 1 + sf)
+    rotation = 0.0
+    if draws.rotation_u <= config.rotation_prob:
+        rotation = float(np.clip(draws.rotation_n * rf, -rf * 2, rf * 2))
+    flip = config.flip and draws.flip_u <= config.flip_prob
+    return c, s, rotation, flip

@@ -1,0 +1,54 @@
+"""Loop-by-loop renderings of the SimpleBaseline/HRNet procedures in DESIGN.md section 1,
+written independently of the package, as the ground truth for its vectorised code."""
+
+import numpy as np
+
+
+def generate_target_loop(joints, joints_vis, image_size, heatmap_size, sigma):
+    """Per-joint loop: window pasted clipped; weight 0 when wholly off the map."""
+    num_joints = len(joints)
+    target_weight = np.array(joints_vis, np.float32).reshape(num_joints).copy()
+    target = np.zeros((num_joints, heatmap_size[1], heatmap_size[0]), np.float32)
+    tmp_size = sigma * 3
+    stride = np.array(image_size) / np.array(heatmap_size)
+    for k in range(num_joints):
+        mu_x = int(joints[k][0] / stride[0] + 0.5)
+        mu_y = int(joints[k][1] / stride[1] + 0.5)
+        ul = [int(mu_x - tmp_size), int(mu_y - tmp_size)]
+        br = [int(mu_x + tmp_size + 1), int(mu_y + tmp_size + 1)]
+        if ul[0] >= heatmap_size[0] or ul[1] >= heatmap_size[1] or br[0] < 0 or br[1] < 0:
+            target_weight[k] = 0
+            continue
+        size = 2 * tmp_size + 1
+        x = np.arange(0, size, 1, np.float32)
+        y = x[:, np.newaxis]
+        x0 = y0 = size // 2
+        g = np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma**2))
+        gx = max(0, -ul[0]), min(br[0], heatmap_size[0]) - ul[0]
+        gy = max(0, -ul[1]), min(br[1], heatmap_size[1]) - ul[1]
+        ix = max(0, ul[0]), min(br[0], heatmap_size[0])
+        iy = max(0, ul[1]), min(br[1], heatmap_size[1])
+        if target_weight[k] > 0.5:
+            target[k][iy[0] : iy[1], ix[0] : ix[1]] = g[gy[0] : gy[1], gx[0] : gx[1]]
+    return target, target_weight
+
+
+def half_body_loop(joints, joints_vis, upper_ids, choice_n, aspect_ratio):
+    upper, lower = [], []
+    for k in range(len(joints)):
+        if joints_vis[k] > 0:
+            (upper if k in upper_ids else lower).append(joints[k])
+    if choice_n < 0.5 and len(upper) > 2:
+        selected = upper
+    else:
+        selected = lower if len(lower) > 2 else upper
+    if len(selected) < 2:
+        return None
+    selected = np.array(selected, np.float32)
+    center = selected.mean(axis=0)[:2]
+    w, h = selected.max(axis=0)[:2] - selected.min(axis=0)[:2]
+    if w > aspect_ratio * h:
+        h = w / aspect_ratio
+    elif w < aspect_ratio * h:
+        w = h * aspect_ratio
+    return center, np.array([w / 200.0, h / 200.0], np.float32) * 1.5
