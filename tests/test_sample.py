@@ -28,13 +28,13 @@ def test_eval_sample_is_the_box_crop_with_targets_at_the_joints(person):
     record, image = person
     sample = make_sample(record, image, COCO, CONFIG, draws=None)
     assert sample.image.shape == (256, 192, 3) and sample.image.dtype == np.uint8
-    assert sample.target.shape == (17, 64, 48) and sample.target_weight.shape == (17,)
+    assert sample.target.shape == (64, 48, 17) and sample.target_weight.shape == (17,)
     matrix = affine_matrix(record.center, record.scale, 0.0, (192, 256))
     np.testing.assert_array_equal(sample.image, cv2.warpAffine(image, matrix, (192, 256)))
     crop_joints = affine_points(record.joints, matrix)
     for k in np.flatnonzero(record.visibility):
         mu = (crop_joints[k] / 4 + 0.5).astype(int)
-        assert sample.target[k, mu[1], mu[0]] == 1.0
+        assert sample.target[mu[1], mu[0], k] == 1.0
     np.testing.assert_array_equal(sample.target_weight, record.visibility)
 
 
@@ -59,7 +59,7 @@ def test_flipped_sample_follows_the_reference_order(person):
     # mirrored position lands.
     right_shoulder = np.array([width - record.joints[6, 0] - 1, record.joints[6, 1]])
     mu = (affine_points(right_shoulder, matrix) / 4 + 0.5).astype(int)
-    assert sample.target[5, mu[1], mu[0]] == 1.0
+    assert sample.target[mu[1], mu[0], 5] == 1.0
 
 
 @needs_shared_data

@@ -17,8 +17,8 @@ def test_matches_the_reference_loop(sigma, seed):
     target, weight = gaussian_targets(joints, vis, (192, 256), (48, 64), sigma)
     ref_target, ref_weight = generate_target_loop(joints, vis, (192, 256), (48, 64), sigma)
     np.testing.assert_array_equal(weight, ref_weight)
-    np.testing.assert_array_equal(target, ref_target)
-    assert target.dtype == np.float32 and target.shape == (17, 64, 48)
+    np.testing.assert_array_equal(target, ref_target.transpose(1, 2, 0))
+    assert target.dtype == np.float32 and target.shape == (64, 48, 17)
 
 
 def test_peak_at_truncated_rounding():
@@ -26,8 +26,8 @@ def test_peak_at_truncated_rounding():
     target, weight = gaussian_targets(
         np.array([[19.5, 37.0]]), np.ones(1), (192, 256), (48, 64), 2.0
     )
-    assert np.unravel_index(np.argmax(target[0]), target[0].shape) == (9, 5)
-    assert target[0, 9, 5] == 1.0 and weight[0] == 1.0
+    assert np.unravel_index(np.argmax(target[..., 0]), target.shape[:2]) == (9, 5)
+    assert target[9, 5, 0] == 1.0 and weight[0] == 1.0
 
 
 def test_negative_coordinates_truncate_toward_zero():
@@ -35,7 +35,7 @@ def test_negative_coordinates_truncate_toward_zero():
     target, weight = gaussian_targets(
         np.array([[-3.0, 8.0]]), np.ones(1), (192, 256), (48, 64), 2.0
     )
-    assert target[0, 2, 0] == 1.0 and weight[0] == 1.0
+    assert target[2, 0, 0] == 1.0 and weight[0] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -59,5 +59,5 @@ def test_unlabelled_joints_have_no_heatmap_and_joint_weights_multiply():
     target, weight = gaussian_targets(
         joints, np.array([0.0, 1.0]), (192, 256), (48, 64), 2.0, joint_weights=weights
     )
-    assert target[0].max() == 0 and weight[0] == 0
-    assert target[1].max() == 1.0 and weight[1] == np.float32(1.2)
+    assert target[..., 0].max() == 0 and weight[0] == 0
+    assert target[..., 1].max() == 1.0 and weight[1] == np.float32(1.2)

@@ -161,3 +161,23 @@ def test_draws_replay_from_a_seed():
     b = draw_augmentation(np.random.default_rng(7))
     assert a == b
     assert 0 <= a.flip_u < 1 and 0 <= a.rotation_u < 1
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_warp_crop_equals_plain_warp_affine(mirror):
+    """The region-restricted 4-channel path gives cv2.warpAffine's pixels exactly."""
+    rng = np.random.default_rng(4)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8), (5, 5), 0)
+    source = np.ascontiguousarray(image[:, ::-1]) if mirror else image
+    for _ in range(300):
+        center = rng.uniform([-60, -60], [360, 260])
+        scale = rng.uniform(0.1, 3.0)
+        matrix = affine_matrix(
+            center, np.array([scale, scale * 4 / 3]), rng.uniform(-80, 80), (48, 64)
+        )
+        expected = cv2.warpAffine(source, matrix, (48, 64), flags=cv2.INTER_LINEAR)
+        np.testing.assert_array_equal(warp_crop(image, matrix, (48, 64), mirror=mirror), expected)
+        np.testing.assert_array_equal(
+            warp_crop(image, matrix, (48, 64), mirror=mirror, swap_red_blue=True),
+            expected[:, :, ::-1],
+        )

@@ -14,16 +14,16 @@ from efafnet_jax.data.records import BadRecordError
 _READ_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
-def decode_image(data: bytes, path: str, image_id: int) -> np.ndarray:
-    """JPEG/PNG bytes -> [H, W, 3] uint8 RGB."""
+def decode_image(data: bytes, path: str, image_id: int, rgb: bool = True) -> np.ndarray:
+    """JPEG/PNG bytes -> [H, W, 3] uint8, RGB (or cv2's BGR with rgb=False)."""
     image = cv2.imdecode(np.frombuffer(data, np.uint8), _READ_FLAGS)
     if image is None:
         raise BadRecordError(f"image file {path} (image id {image_id}) cannot be decoded")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if rgb else image
 
 
-def read_image(path: str, image_id: int) -> np.ndarray:
-    """The image at `path` as [H, W, 3] uint8 RGB."""
+def read_image(path: str, image_id: int, rgb: bool = True) -> np.ndarray:
+    """The image at `path` as [H, W, 3] uint8 RGB (or BGR with rgb=False)."""
     if not os.path.isfile(path):
         raise BadRecordError(f"image file {path} (image id {image_id}) does not exist")
     try:
@@ -33,4 +33,4 @@ def read_image(path: str, image_id: int) -> np.ndarray:
         raise BadRecordError(
             f"image file {path} (image id {image_id}) cannot be read: {err}"
         ) from err
-    return decode_image(data, path, image_id)
+    return decode_image(data, path, image_id, rgb)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import cv2
 import numpy as np
 
 from efafnet_jax.data.keypoints import KeypointSpec
@@ -34,7 +33,7 @@ class SampleConfig:
 
 @dataclasses.dataclass
 class Sample:
-    """What the pipeline batches: image [H, W, 3] uint8, target [K, h, w], weight [K]."""
+    """What the pipeline batches: image [H, W, 3] uint8, target [h, w, K], weight [K]."""
 
     image: np.ndarray
     target: np.ndarray
@@ -51,9 +50,12 @@ def make_sample(
     spec: KeypointSpec,
     config: SampleConfig,
     draws: AugmentDraws | None,
+    swap_red_blue: bool = False,
 ) -> Sample:
     """HRNet JointsDataset `__getitem__` as a pure function of the record, image and draws.
 
+    The crop keeps the image's channel order, or swaps red and blue with
+    `swap_red_blue` (cv2's BGR in, RGB out).
     `draws=None` is evaluation: no augmentation. With draws: half body (if
     enabled), scale, rotation, then the flip of image, joints and centre.
     """
@@ -67,12 +69,11 @@ def make_sample(
         )
         if flip:
             width = image.shape[1]
-            image = cv2.flip(image, 1)  # == image[:, ::-1], without a strided copy
             joints, visibility = flip_joints(joints, visibility, width, spec.flip_pairs)
             center = np.array(center, copy=True)
             center[0] = width - center[0] - 1
     matrix = affine_matrix(center, scale, rotation, config.image_size)
-    crop = warp_crop(image, matrix, config.image_size)
+    crop = warp_crop(image, matrix, config.image_size, mirror=flip, swap_red_blue=swap_red_blue)
     labelled = visibility > 0
     joints[labelled] = affine_points(joints[labelled], matrix)
     weights = spec.joint_weights if config.use_joint_weights else None

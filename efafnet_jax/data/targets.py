@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,6 +13,17 @@ def _truncate(x: np.ndarray) -> np.ndarray:
     return np.trunc(x).astype(np.int64)
 
 
+@functools.lru_cache(maxsize=8)
+def _window(sigma: float) -> np.ndarray:
+    """The reference's window g: size = 2 * 3 sigma + 1, centred at size // 2."""
+    size = 2 * sigma * 3 + 1
+    grid = np.arange(0, size, 1, np.float32)
+    center = size // 2
+    window = np.exp(-((grid - center) ** 2 + (grid[:, None] - center) ** 2) / (2 * sigma**2))
+    window.flags.writeable = False
+    return window
+
+
 def gaussian_targets(
     joints: np.ndarray,
     visibility: np.ndarray,
@@ -20,7 +32,7 @@ def gaussian_targets(
     sigma: float,
     joint_weights: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Heatmaps [K, h, w] float32 and weights [K] float32 for crop-space joints [K, 2].
+    """Heatmaps [h, w, K] float32 and weights [K] float32 for crop-space joints [K, 2].
 
     Sizes are (width, height). The peak of joint k sits at mu = int(joint / stride
     + 0.5) (int truncating toward zero); an unnormalised Gaussian of `sigma` is
@@ -41,11 +53,7 @@ def gaussian_targets(
     off_map = (ul[:, 0] >= width) | (ul[:, 1] >= height) | (br[:, 0] < 0) | (br[:, 1] < 0)
     weight[off_map] = 0
 
-    # The reference's window g: size = 2 * radius + 1, centred at size // 2.
-    size = 2 * radius + 1
-    grid = np.arange(0, size, 1, np.float32)
-    center = size // 2
-    window = np.exp(-((grid - center) ** 2 + (grid[:, None] - center) ** 2) / (2 * sigma**2))
+    window = _window(float(sigma))
 
     # Scatter each joint's window (n x n values) instead of evaluating the whole map.
     offsets = np.arange(window.shape[0])
@@ -55,8 +63,9 @@ def gaussian_targets(
     valid_x = (xs >= 0) & (xs < np.minimum(br[:, 0:1], width))
     valid = (weight > 0.5)[:, None, None] & valid_y[:, :, None] & valid_x[:, None, :]
     k, iy, ix = np.nonzero(valid)
-    target = np.zeros((num_joints, height, width), np.float32)
-    target[k, ys[k, iy], xs[k, ix]] = window[iy, ix]
+    target = np.zeros((height, width, num_joints), np.float32)  # channels last, as batched
+    flat_index = (ys[k, iy] * width + xs[k, ix]) * num_joints + k
+    target.reshape(-1)[flat_index] = window[iy, ix]
     if joint_weights is not None:
         weight = weight * np.asarray(joint_weights, np.float32)
     return target, weight

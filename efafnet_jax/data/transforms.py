@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Sequence
 
 import cv2
@@ -98,11 +99,63 @@ def affine_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def warp_crop(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
-    """cv2.warpAffine with bilinear sampling and a zero border, as the reference crops."""
-    return cv2.warpAffine(
-        image, matrix, (int(output_size[0]), int(output_size[1])), flags=cv2.INTER_LINEAR
-    )
+_scratch = threading.local()
+
+
+def _rgba_scratch(rows: int, cols: int) -> np.ndarray:
+    """A per-thread [rows, cols, 4] uint8 view, reused across calls (no page faults)."""
+    buffer = getattr(_scratch, "rgba", None)
+    if buffer is None or buffer.shape[0] < rows or buffer.shape[1] < cols:
+        shape = (
+            max(rows, 0 if buffer is None else buffer.shape[0]),
+            max(cols, 0 if buffer is None else buffer.shape[1]),
+            4,
+        )
+        buffer = _scratch.rgba = np.empty(shape, np.uint8)
+    return buffer[:rows, :cols]
+
+
+def warp_crop(
+    image: np.ndarray,
+    matrix: np.ndarray,
+    output_size: tuple[int, int],
+    mirror: bool = False,
+    swap_red_blue: bool = False,
+) -> np.ndarray:
+    """cv2.warpAffine(INTER_LINEAR, zero border) of the image, as the reference crops.
+
+    Equals `cv2.warpAffine(image[:, ::-1] if mirror else image, matrix, output_size)`
+    (with red and blue swapped if `swap_red_blue`), computed faster: only the
+    source region the crop samples is mirrored and widened to 4 channels (cv2's
+    vectorised path, 2.5x faster than 3 channels on one core) inside an
+    image-sized scratch buffer, which is then warped with the same matrix, so
+    the sampling positions are cv2's own. tests/test_transforms.py checks equality.
+    """
+    width, height = int(output_size[0]), int(output_size[1])
+    if image.ndim != 3 or image.shape[2] != 3:
+        source = image[:, ::-1] if mirror else image
+        return cv2.warpAffine(
+            np.ascontiguousarray(source), matrix, (width, height), flags=cv2.INTER_LINEAR
+        )
+    rows, cols = image.shape[:2]
+    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], float)
+    src = corners @ cv2.invertAffineTransform(matrix).T
+    # Bilinear taps reach floor(x) + 1; keep a margin of 2 pixels on each side.
+    x0, y0 = (max(0, int(np.floor(src[:, i].min())) - 2) for i in (0, 1))
+    x1 = min(cols, int(np.ceil(src[:, 0].max())) + 3)
+    y1 = min(rows, int(np.ceil(src[:, 1].max())) + 3)
+    if x0 >= x1 or y0 >= y1:
+        return np.zeros((height, width, 3), image.dtype)
+    if mirror:  # columns [x0, x1) of the mirrored image are [cols - x1, cols - x0) here
+        region = cv2.flip(image[y0:y1, cols - x1 : cols - x0], 1)
+    else:
+        region = image[y0:y1, x0:x1]
+    scratch = _rgba_scratch(rows, cols)
+    # Pixels outside the region are never sampled, so they may hold anything.
+    code = cv2.COLOR_BGR2RGBA if swap_red_blue else cv2.COLOR_RGB2RGBA
+    cv2.cvtColor(region, code, dst=scratch[y0:y1, x0:x1])
+    crop = cv2.warpAffine(scratch, matrix, (width, height), flags=cv2.INTER_LINEAR)
+    return cv2.cvtColor(crop, cv2.COLOR_RGBA2RGB)
 
 
 def flip_joints(

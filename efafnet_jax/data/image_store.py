@@ -1,0 +1,66 @@
+"""Where image bytes come from: single files, or ArrayRecord shards written by `pack`."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from efafnet_jax.data.images import decode_image, read_image
+from efafnet_jax.data.records import BadRecordError, PersonRecord
+
+PACK_INDEX = "index.json"
+
+
+class FileImages:
+    """Reads each record's image file."""
+
+    def load(self, record: PersonRecord, rgb: bool = True) -> np.ndarray:
+        return read_image(record.image_path, record.image_id, rgb)
+
+
+class PackedImages:
+    """Reads JPEG bytes from a pack folder: shards plus index.json {file name: position}.
+
+    Records keep paths of the form <pack folder>/<file name>, so the same reader
+    serves both; the shards are opened lazily in each worker process.
+    """
+
+    def __init__(self, pack_dir: str):
+        index_path = os.path.join(pack_dir, PACK_INDEX)
+        if not os.path.isfile(index_path):
+            raise BadRecordError(f"{pack_dir} is not a pack folder: {PACK_INDEX} is missing")
+        with open(index_path) as f:
+            index = json.load(f)
+        self.pack_dir = pack_dir
+        self.positions: dict[str, int] = index["images"]
+        self.shards = [os.path.join(pack_dir, name) for name in index["shards"]]
+        missing = [s for s in self.shards if not os.path.isfile(s)]
+        if missing:
+            raise BadRecordError(f"pack {pack_dir}: shard {missing[0]} is missing")
+        self._source = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_source": None}  # each process opens its own readers
+
+    def load(self, record: PersonRecord, rgb: bool = True) -> np.ndarray:
+        name = os.path.relpath(record.image_path, self.pack_dir)
+        if name not in self.positions:
+            raise BadRecordError(
+                f"image {name} (image id {record.image_id}) is not in the pack {self.pack_dir}"
+            )
+        if self._source is None:
+            from grain.sources import ArrayRecordDataSource
+
+            self._source = ArrayRecordDataSource(self.shards)
+        return decode_image(
+            self._source[self.positions[name]], record.image_path, record.image_id, rgb
+        )
+
+
+def image_store(images_dir: str):
+    """PackedImages for a pack folder, else FileImages."""
+    if os.path.isfile(os.path.join(images_dir, PACK_INDEX)):
+        return PackedImages(images_dir)
+    return FileImages()

@@ -1,0 +1,153 @@
+"""The grain input pipeline: deterministic, sharded per host, checkpointable.
+
+Every sample is a pure function of (seed, epoch, record index): the epoch's
+shuffle is a permutation drawn from (seed, epoch), and the augmentation draws
+come from (seed, epoch, record index). So batches are the same for any number of
+worker processes and after restoring the iterator state (`get_state` /
+`set_state`, or grain.checkpoint with orbax).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import grain
+import numpy as np
+
+from efafnet_jax.data.allocator import keep_large_blocks_in_heap
+from efafnet_jax.data.keypoints import KeypointSpec
+from efafnet_jax.data.records import BadRecordError, PersonRecord
+from efafnet_jax.data.sample import SampleConfig, make_sample
+from efafnet_jax.data.transforms import draw_augmentation
+
+
+@dataclasses.dataclass(frozen=True)
+class HostShard:
+    """Which part of the global batch this host feeds (jax.process_index/count)."""
+
+    index: int = 0
+    count: int = 1
+
+
+class SampleSource:
+    """Stream position -> one sample dict. Picklable: it travels to grain's workers."""
+
+    def __init__(
+        self,
+        records: list[PersonRecord],
+        spec: KeypointSpec,
+        config: SampleConfig,
+        store,
+        seed: int,
+        train: bool,
+        shard: HostShard,
+        on_bad_record: str,
+    ):
+        if not records:
+            raise ValueError("the pipeline got no records")
+        self.records, self.spec, self.config, self.store = records, spec, config, store
+        self.seed, self.train, self.shard, self.on_bad_record = seed, train, shard, on_bad_record
+        if train:
+            self.per_host = len(records) // shard.count
+            if self.per_host == 0:
+                raise ValueError(f"{len(records)} records cannot feed {shard.count} hosts")
+        else:
+            self.per_host = math.ceil(len(records) / shard.count)
+        self._permutation = (None, None)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        cached_epoch, order = self._permutation
+        if cached_epoch != epoch:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.records))
+            self._permutation = (epoch, order)
+        return order
+
+    def locate(self, position: int) -> tuple[int, int, bool]:
+        """(epoch, record index, valid) of this host's `position`-th sample."""
+        if not self.train:  # one pass in file order; positions past the end are padding
+            slot = self.shard.index + position * self.shard.count
+            if position >= self.per_host or slot >= len(self.records):
+                return 0, 0, False
+            return 0, slot, True
+        epoch, q = divmod(position, self.per_host)
+        slot = self.shard.index + q * self.shard.count
+        return epoch, int(self._epoch_order(epoch)[slot]), True
+
+    def __call__(self, position: int) -> dict[str, np.ndarray]:
+        keep_large_blocks_in_heap()  # once per process (grain workers included)
+        epoch, index, valid = self.locate(position)
+        record = self.records[index]
+        draws = None
+        if self.train:
+            draws = draw_augmentation(np.random.default_rng([self.seed, epoch, index]))
+        try:
+            # Decode to cv2's BGR; the crop alone is converted to RGB.
+            bgr = self.store.load(record, rgb=False)
+            sample = make_sample(record, bgr, self.spec, self.config, draws, swap_red_blue=True)
+            image = sample.image
+            target, weight = sample.target, sample.target_weight
+            center, scale = sample.center, sample.scale
+        except BadRecordError as err:
+            if self.on_bad_record == "raise":
+                raise
+            # A zero-weight stand-in keeps every other sample (and the batch shape) as is.
+            logging.warning("skipping sample of record %d: %s", index, err)
+            w, h = self.config.image_size
+            hw, hh = self.config.heatmap_size
+            image = np.zeros((h, w, 3), np.uint8)
+            target = np.zeros((hh, hw, self.spec.num_joints), np.float32)
+            weight = np.zeros(self.spec.num_joints, np.float32)
+            center, scale, valid = record.center, record.scale, False
+        return {
+            "image": image,
+            "target": target,
+            "target_weight": weight.astype(np.float32),
+            "record_index": np.int32(index),
+            "center": np.asarray(center, np.float32),
+            "scale": np.asarray(scale, np.float32),
+            "box_score": np.float32(record.box_score),
+            "image_id": np.int64(record.image_id),
+            "valid": np.bool_(valid),
+        }
+
+
+def build_pipeline(
+    records: list[PersonRecord],
+    spec: KeypointSpec,
+    config: SampleConfig,
+    store,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    train: bool = True,
+    num_epochs: int = 1,
+    workers: int = 0,
+    shard: HostShard = HostShard(),
+    on_bad_record: str = "raise",
+    threads: int = 8,
+) -> grain.IterDataset:
+    """Batches of this host's samples (`batch_size` per host).
+
+    Train: `num_epochs` epochs of shuffled, augmented samples, incomplete last
+    batch dropped. Eval: every record once in file order (this host's share),
+    the last batch padded, `valid` marking real samples.
+    """
+    source = SampleSource(records, spec, config, store, seed, train, shard, on_bad_record)
+    if train:
+        total = source.per_host * num_epochs
+    else:
+        total = math.ceil(source.per_host / batch_size) * batch_size
+    dataset = grain.MapDataset.range(total).map(source).batch(batch_size, drop_remainder=train)
+    iterable = dataset.to_iter_dataset(
+        grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4 * batch_size)
+    )
+    if workers > 0:
+        iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return iterable
+
+
+def steps_per_epoch(num_records: int, batch_size: int, shard: HostShard = HostShard()) -> int:
+    """Training batches per epoch on each host."""
+    return (num_records // shard.count) // batch_size
