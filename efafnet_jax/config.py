@@ -187,6 +187,18 @@ def build_config(
     config.data.heatmap_size = (height // HEATMAP_STRIDE, width // HEATMAP_STRIDE)
     # SimpleBaseline's sigma 2 (its 70.4 AP used it); the paper says 1 pixel.
     config.data.sigma = sigma
+    config.eval = ml_collections.ConfigDict(
+        dict(
+            batch_size=32,  # per host; a multiple of the local device count
+            flip_test=True,
+            shift_heatmap=True,  # the reference's 1-px shift of flipped heatmaps
+            post_process=True,  # quarter-pixel offset toward the higher neighbour
+            in_vis_threshold=0.2,  # keypoint scores counted in the box x keypoint rescoring
+            oks_threshold=0.9,
+            soft_nms=False,
+            workers=0,
+        )
+    )
     config.seed = 0
     return config
 

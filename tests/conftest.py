@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+
+# Multi-device logic is tested on 8 fake CPU devices; set before jax is imported.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import pytest
 

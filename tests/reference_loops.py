@@ -52,3 +52,27 @@ def half_body_loop(joints, joints_vis, upper_ids, choice_n, aspect_ratio):
     elif w < aspect_ratio * h:
         w = h * aspect_ratio
     return center, np.array([w / 200.0, h / 200.0], np.float32) * 1.5
+
+
+def final_preds_loop(heatmaps_nkhw, centers, scales, affine_inverse):
+    """Per-person, per-joint argmax + quarter offset + inverse affine ([N, K, h, w] maps)."""
+    import math
+
+    n, k, h, w = heatmaps_nkhw.shape
+    preds = np.zeros((n, k, 2))
+    maxvals = np.zeros((n, k))
+    for i in range(n):
+        trans = affine_inverse(centers[i], scales[i], (w, h))
+        for j in range(k):
+            hm = heatmaps_nkhw[i, j]
+            idx = int(np.argmax(hm))
+            maxvals[i, j] = hm.reshape(-1)[idx]
+            x, y = float(idx % w), float(idx // w)
+            if maxvals[i, j] <= 0:
+                x, y = 0.0, 0.0
+            px, py = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
+            if 1 < px < w - 1 and 1 < py < h - 1:
+                x += np.sign(hm[py][px + 1] - hm[py][px - 1]) * 0.25
+                y += np.sign(hm[py + 1][px] - hm[py - 1][px]) * 0.25
+            preds[i, j] = trans @ np.array([x, y, 1.0])
+    return preds, maxvals

@@ -86,6 +86,8 @@ def _crowdpose_file(tmp_path):
         ann["num_keypoints"] = int((kpts[order][:, 2] > 0).sum())  # 12 limb joints only
         del ann["area"]
     data["categories"][0]["keypoints"] = list(CROWDPOSE.names)
+    for image, crowd_index in zip(data["images"], (0.05, 0.5, 0.9, 0.3), strict=True):
+        image["crowdIndex"] = crowd_index  # easy, medium, hard, medium
     path = tmp_path / "crowdpose_sample.json"
     path.write_text(json.dumps(data))
     return path

@@ -1,0 +1,1 @@
+"""Test-time protocol: flip test, decoding, rescoring + OKS-NMS, metrics, the evaluator."""

@@ -1,0 +1,194 @@
+"""The evaluator that eval.py wraps and the training loop calls for periodic AP."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+
+import jax
+import ml_collections
+import numpy as np
+
+from efafnet_jax.data.image_store import image_store
+from efafnet_jax.data.keypoints import KeypointSpec
+from efafnet_jax.data.mpii import headboxes_from_official, read_gt_valid
+from efafnet_jax.data.pipeline import HostShard, build_pipeline
+from efafnet_jax.data.records import PersonRecord
+from efafnet_jax.data.splits import read_split, sample_config
+from efafnet_jax.evaluation.coco_metric import keypoint_ap
+from efafnet_jax.evaluation.decode import decode_heatmaps
+from efafnet_jax.evaluation.inference import data_mesh, global_batch, local_rows, make_heatmap_fn
+from efafnet_jax.evaluation.mpii_metric import pckh
+from efafnet_jax.evaluation.nms import oks_nms, rescore, soft_oks_nms
+
+
+class Evaluator:
+    """Runs a model over a split and scores it with the dataset's protocol.
+
+    COCO and CrowdPose: flip test, argmax + quarter offset, box x keypoint
+    rescoring, OKS-NMS per image, then AP. MPII: the same decoding, no NMS, PCKh.
+    """
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        records: list[PersonRecord] | None = None,
+        spec: KeypointSpec | None = None,
+    ):
+        self.config = config
+        if records is None:
+            records, _, spec = read_split(config.data, "val")
+        self.records, self.spec = records, spec
+        self.sample_config = sample_config(config.data)
+
+    def predict(self, model, variables, mesh=None, progress: bool = True) -> np.ndarray:
+        """Keypoints [N, K, 3] (x, y, score) in image pixels, in record order."""
+        e = self.config.eval
+        mesh = mesh or data_mesh()
+        heatmap_fn = make_heatmap_fn(
+            model, self.spec.flip_pairs, e.flip_test, e.shift_heatmap, mesh
+        )
+        shard = HostShard(jax.process_index(), jax.process_count())
+        batches = build_pipeline(
+            self.records,
+            self.spec,
+            self.sample_config,
+            image_store(self.config.data.val_images),
+            batch_size=e.batch_size,
+            train=False,
+            workers=e.workers,
+            shard=shard,
+            on_bad_record=self.config.data.on_bad_record,
+        )
+        total = -(-len(self.records) // (e.batch_size * shard.count))
+        parts, start = [], time.time()
+        for step, batch in enumerate(batches, start=1):
+            heatmaps = local_rows(heatmap_fn(variables, global_batch(mesh, batch["image"])))
+            coords, scores = decode_heatmaps(
+                heatmaps, batch["center"], batch["scale"], e.post_process
+            )
+            keep = batch["valid"]
+            parts.append((batch["record_index"][keep], coords[keep], scores[keep]))
+            if progress and jax.process_index() == 0:
+                _progress(step, total, time.time() - start, e.batch_size * shard.count)
+        index, coords, scores = (np.concatenate(p) for p in zip(*parts, strict=True))
+        if shard.count > 1:
+            from jax.experimental import multihost_utils
+
+            index, coords, scores = (
+                np.concatenate(list(a))
+                for a in multihost_utils.process_allgather((index, coords, scores))
+            )
+        keypoints = np.zeros((len(self.records), self.spec.num_joints, 3))
+        keypoints[index, :, :2] = coords
+        keypoints[index, :, 2] = scores
+        return keypoints
+
+    def coco_results(self, keypoints: np.ndarray) -> list[dict]:
+        """Rescored, OKS-NMSed persons in the COCO results format."""
+        e = self.config.eval
+        scores = rescore(
+            np.array([r.box_score for r in self.records]), keypoints[..., 2], e.in_vis_threshold
+        )
+        # Reference area for OKS-NMS: the padded crop box, prod(scale * 200).
+        areas = np.array([np.prod(np.asarray(r.scale) * 200.0) for r in self.records])
+        by_image = defaultdict(list)
+        for i, record in enumerate(self.records):
+            by_image[record.image_id].append(i)
+        sigmas = np.asarray(self.spec.sigmas)
+        results = []
+        for image_id, members in by_image.items():
+            members = np.asarray(members)
+            nms = soft_oks_nms if e.soft_nms else oks_nms
+            kept = nms(keypoints[members], scores[members], areas[members], sigmas, e.oks_threshold)
+            for i in members[kept] if kept else members:
+                results.append(
+                    {
+                        "image_id": int(image_id),
+                        "category_id": 1,
+                        "keypoints": [round(float(v), 3) for v in keypoints[i].ravel()],
+                        "score": float(scores[i]),
+                    }
+                )
+        return results
+
+    def metrics(self, keypoints: np.ndarray, results: list[dict] | None = None) -> dict:
+        """AP/AR (COCO, CrowdPose) or PCKh (MPII) of `keypoints`."""
+        data = self.config.data
+        if data.dataset == "mpii":
+            return self._pckh(keypoints)
+        results = self.coco_results(keypoints) if results is None else results
+        return keypoint_ap(
+            data.val_ann, results, self.spec.sigmas, crowd=data.dataset == "crowdpose"
+        )
+
+    def _pckh(self, keypoints: np.ndarray) -> dict:
+        path = self.config.data.mpii_headboxes
+        if not path or not os.path.isfile(path):
+            raise FileNotFoundError(f"PCKh needs head boxes: data.mpii_headboxes={path!r}")
+        preds = keypoints[..., :2]
+        if "RELEASE" in _mat_keys(path):
+            boxes = headboxes_from_official(path, self.records)
+            gt = np.stack([r.joints for r in self.records])
+            visible = np.stack([r.visibility for r in self.records]) > 0
+        else:
+            mat = read_gt_valid(path)
+            boxes, gt, visible = mat["headboxes"], mat["joints"] - 1, ~mat["joint_missing"]
+            if len(boxes) != len(preds):
+                raise ValueError(f"{path} has {len(boxes)} persons, the split has {len(preds)}")
+        return pckh(preds, gt, visible, boxes)
+
+    def run(
+        self,
+        model,
+        variables,
+        out_dir: str | None = None,
+        split: str = "val",
+        mesh=None,
+        progress: bool = True,
+    ) -> dict:
+        """predict + metrics; on host 0 writes results/<split>_keypoints.json and _metrics.json."""
+        keypoints = self.predict(model, variables, mesh, progress)
+        results = None if self.config.data.dataset == "mpii" else self.coco_results(keypoints)
+        metrics = self.metrics(keypoints, results)
+        if out_dir and jax.process_index() == 0:
+            folder = os.path.join(out_dir, "results")
+            os.makedirs(folder, exist_ok=True)
+            if results is None:
+                results = [
+                    {
+                        "image_id": r.image_id,
+                        "image": os.path.basename(r.image_path),
+                        "keypoints": keypoints[i].ravel().round(3).tolist(),
+                    }
+                    for i, r in enumerate(self.records)
+                ]
+            with open(os.path.join(folder, f"{split}_keypoints.json"), "w") as f:
+                json.dump(results, f)
+            with open(os.path.join(folder, f"{split}_metrics.json"), "w") as f:
+                json.dump(metrics, f, indent=1)
+        return metrics, keypoints
+
+
+def _mat_keys(path: str) -> list[str]:
+    import scipy.io
+
+    return [name for name, _, _ in scipy.io.whosmat(path)]
+
+
+def _progress(step: int, total: int, elapsed: float, per_step: int) -> None:
+    rate = step * per_step / max(elapsed, 1e-9)
+    eta = (total - step) * elapsed / step
+    tty = sys.stderr.isatty()
+    if not tty and step != total and step % max(1, total // 10):
+        return  # in a log file: about ten lines per evaluation
+    end = "\n" if step == total or not tty else ""
+    print(
+        f"\reval {step}/{total} batches  {rate:.0f} crops/s  ETA {eta:5.0f}s",
+        end=end,
+        file=sys.stderr,
+        flush=True,
+    )

@@ -1,0 +1,63 @@
+"""Model variables from an orbax checkpoint, a training workdir, a PyTorch state_dict,
+or a fresh initialisation."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+CHECKPOINT_DIR = "checkpoints"  # <workdir>/checkpoints/<step>/state, as training writes
+
+
+def initial_variables(model, config: ml_collections.ConfigDict, seed: int = 0) -> dict:
+    height, width = config.data.image_size
+    return model.init(jax.random.key(seed), jnp.zeros((1, height, width, 3), jnp.uint8))
+
+
+def latest_checkpoint(workdir: str) -> str | None:
+    """<workdir>/checkpoints/<largest step>, or None."""
+    folder = os.path.join(workdir, CHECKPOINT_DIR)
+    steps = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
+    return os.path.join(folder, str(max(steps))) if steps else None
+
+
+def restore_variables(path: str) -> dict:
+    """{'params', 'batch_stats'} from an orbax checkpoint (a step folder or its 'state')."""
+    import orbax.checkpoint as ocp
+
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, "state")):
+        path = os.path.join(path, "state")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    tree = ocp.StandardCheckpointer().restore(path)
+    if "params" not in tree:
+        raise ValueError(f"checkpoint {path} holds no 'params' (keys: {sorted(tree)})")
+    return {"params": tree["params"], "batch_stats": tree.get("batch_stats", {})}
+
+
+def load_variables(
+    model,
+    config: ml_collections.ConfigDict,
+    *,
+    checkpoint: str | None = None,
+    workdir: str | None = None,
+    torch_checkpoint: str | None = None,
+) -> dict:
+    """The first given of: checkpoint, workdir's latest, torch_checkpoint; else random init."""
+    if checkpoint:
+        return restore_variables(checkpoint)
+    if workdir and latest_checkpoint(workdir):
+        return restore_variables(latest_checkpoint(workdir))
+    template = initial_variables(model, config)
+    if torch_checkpoint:
+        from efafnet_jax.interop.convert import load_torch_checkpoint, state_dict_to_flax
+
+        variables, _ = state_dict_to_flax(load_torch_checkpoint(torch_checkpoint), template)
+        return variables
+    logging.warning("no checkpoint given: evaluating randomly initialised weights")
+    return template
