@@ -37,8 +37,11 @@ def test_decode_matches_the_reference_procedure():
     scales = rng.uniform(0.5, 2.0, size=(3, 2))
     coords, scores = decode_heatmaps(heatmaps, centers, scales)
     ref, ref_scores = final_preds_loop(
-        heatmaps.transpose(0, 3, 1, 2), centers, scales,
-        lambda c, s, size: affine_matrix(c, s, 0.0, size, inverse=True))
+        heatmaps.transpose(0, 3, 1, 2),
+        centers,
+        scales,
+        lambda c, s, size: affine_matrix(c, s, 0.0, size, inverse=True),
+    )
     np.testing.assert_allclose(coords, ref, atol=1e-3)
     np.testing.assert_allclose(scores, ref_scores)
 
@@ -117,8 +120,9 @@ def _coco_sample_config(detections=False):
 @needs_shared_data
 def test_ground_truth_through_the_result_writer_scores_ap_one():
     evaluator = Evaluator(_coco_sample_config())
-    keypoints = np.stack([np.concatenate([r.joints, np.ones((17, 1))], 1)
-                          for r in evaluator.records])
+    keypoints = np.stack(
+        [np.concatenate([r.joints, np.ones((17, 1))], 1) for r in evaluator.records]
+    )
     metrics = evaluator.metrics(keypoints)
     assert metrics["AP"] == pytest.approx(1.0) and metrics["AR"] == pytest.approx(1.0)
 
@@ -138,11 +142,21 @@ def test_crowdpose_metrics_have_the_crowd_levels(tmp_path):
     config.data.val_ann = str(_crowdpose_file(tmp_path))
     config.data.val_images = str(COCO_DIR)
     evaluator = Evaluator(config)
-    keypoints = np.stack([np.concatenate([r.joints, np.ones((14, 1))], 1)
-                          for r in evaluator.records])
+    keypoints = np.stack(
+        [np.concatenate([r.joints, np.ones((14, 1))], 1) for r in evaluator.records]
+    )
     metrics = evaluator.metrics(keypoints)
-    assert set(metrics) == {"AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy",
-                            "AP_medium", "AP_hard"}
+    assert set(metrics) == {
+        "AP",
+        "AP50",
+        "AP75",
+        "AR",
+        "AR50",
+        "AR75",
+        "AP_easy",
+        "AP_medium",
+        "AP_hard",
+    }
     assert metrics["AP"] == pytest.approx(1.0)
 
 
@@ -169,11 +183,18 @@ def test_sharded_inference_on_8_devices_equals_one_device():
 @needs_shared_data
 def test_eval_command_on_the_coco_sample(tmp_path):
     metrics = run_json_command(
-        "eval", "--config", "configs/tiny.py:sbn,128x96",
+        "eval",
+        "--config",
+        "configs/tiny.py:sbn,128x96",
         f"--config.data.val_ann={COCO_DIR / 'test_coco.json'}",
-        f"--config.data.val_images={COCO_DIR}", "--config.data.val_detections=",
+        f"--config.data.val_images={COCO_DIR}",
+        "--config.data.val_detections=",
         "--config.eval.batch_size=8",
-        "--out", str(tmp_path), "--vis", "2")
+        "--out",
+        str(tmp_path),
+        "--vis",
+        "2",
+    )
     assert set(metrics) >= {"AP", "AP50", "AR"}
     results = json.loads((tmp_path / "results" / "val_keypoints.json").read_text())
     assert len(results) > 0 and len(results[0]["keypoints"]) == 51

@@ -31,8 +31,10 @@ def keypoint_ap(gt_file: str, results: list[dict], sigmas, crowd: bool = False) 
         from faster_coco_eval import COCO, COCOeval_faster
 
         if any("crowdIndex" not in image for image in gt_data.get("images", [])):
-            raise ValueError(f"{gt_file}: CrowdPose evaluation needs images[].crowdIndex "
-                             "(the crowd level of AP easy/medium/hard)")
+            raise ValueError(
+                f"{gt_file}: CrowdPose evaluation needs images[].crowdIndex "
+                "(the crowd level of AP easy/medium/hard)"
+            )
 
         gt = COCO(gt_data)
         dt = gt.loadRes(copy.deepcopy(results))

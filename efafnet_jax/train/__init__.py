@@ -1,0 +1,1 @@
+"""Training: state, losses, optimiser schedule, the sharded step, checkpoints, the loop."""

@@ -1,0 +1,78 @@
+"""orbax checkpoints of the train state together with the grain iterator state."""
+
+from __future__ import annotations
+
+import os
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from efafnet_jax.train.state import TrainState
+from efafnet_jax.weights import CHECKPOINT_DIR
+
+STATE_FIELDS = (
+    "step",
+    "params",
+    "batch_stats",
+    "opt_state",
+    "nonfinite_in_a_row",
+    "nonfinite_total",
+)
+
+
+def state_tree(state: TrainState) -> dict:
+    """The state as a plain dict (what is written; `tx` is code, not data)."""
+    return {name: getattr(state, name) for name in STATE_FIELDS}
+
+
+def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+    """Keeps the last `keep` checkpoints under <workdir>/checkpoints/<step>/{state,data_iter}."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
+        options=options,
+        item_names=("state", "data_iter"),
+    )
+
+
+def all_finite(state: TrainState) -> bool:
+    leaves = jax.tree_util.tree_leaves(state_tree(state))
+    return all(
+        bool(np.isfinite(np.asarray(x)).all())
+        for x in leaves
+        if np.issubdtype(np.asarray(x).dtype, np.floating)
+    )
+
+
+def save(ckpt: ocp.CheckpointManager, state: TrainState, data_iter, force: bool = False) -> bool:
+    """Saves at the state's step; refuses (ValueError) a state with a non-finite value."""
+    if not all_finite(state):
+        raise ValueError(
+            f"refusing to checkpoint step {int(state.step)}: the state holds non-finite values"
+        )
+    saved = ckpt.save(
+        int(state.step),
+        force=force,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state_tree(state)),
+            data_iter=grain.checkpoint.CheckpointSave(data_iter),
+        ),
+    )
+    ckpt.wait_until_finished()
+    return saved
+
+
+def restore_latest(ckpt: ocp.CheckpointManager, state: TrainState, data_iter) -> TrainState:
+    """The latest checkpoint into `state`'s structure and sharding; `data_iter` is set too."""
+    step = ckpt.latest_step()
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state_tree(state))
+    restored = ckpt.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract),
+            data_iter=grain.checkpoint.CheckpointRestore(data_iter),
+        ),
+    )
+    return state.replace(**restored["state"])

@@ -1,0 +1,64 @@
+"""The generated dataset under the workdir, and the end-of-run summary the quickstart reports."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+
+from efafnet_jax.data.synthetic import generate
+from efafnet_jax.evaluation.evaluator import Evaluator
+from efafnet_jax.evaluation.pictures import write_pictures
+
+
+def prepare_generated_data(
+    config: ml_collections.ConfigDict, workdir: str
+) -> ml_collections.ConfigDict:
+    """With data.generated, writes the dataset to <workdir>/data once and points data.* at it."""
+    if not config.data.generated:
+        return config
+    root = os.path.join(workdir, "data")
+    spec = config.data.generated_spec
+    train_ann = os.path.join(root, "annotations", "person_keypoints_train.json")
+    if jax.process_index() == 0 and not os.path.isfile(train_ann):
+        generate(root, spec.train, spec.val, spec.seed)
+    config = config.copy_and_resolve_references()
+    config.data.train_ann = train_ann
+    config.data.train_images = os.path.join(root, "images", "train")
+    config.data.val_ann = os.path.join(root, "annotations", "person_keypoints_val.json")
+    config.data.val_images = os.path.join(root, "images", "val")
+    config.data.val_detections = ""
+    return config
+
+
+def finish_quickstart(
+    config: ml_collections.ConfigDict, workdir: str, result: dict, wall_s: float
+) -> dict:
+    """Final validation with GT boxes -> <workdir>/results/final_metrics.json and pictures."""
+    if not config.data.val_ann:
+        return {"steps": result["steps"], "wall_s": wall_s}
+    evaluator = Evaluator(config)
+    metrics, _ = evaluator.run(
+        result["model"], result["state"].variables(), workdir, progress=False
+    )
+    summary = {**metrics, "wall_s": round(wall_s, 1), "steps": result["steps"]}
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "results", "final_metrics.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        with open(os.path.join(workdir, "results", "val_keypoints.json")) as f:
+            results = json.load(f)
+        write_pictures(
+            os.path.join(workdir, "results", "vis"),
+            4,
+            results,
+            evaluator.records,
+            evaluator.spec,
+            evaluator.records,
+        )
+        print(
+            f"final AP {metrics.get('AP', float('nan')):.4f} after {result['steps']} steps, "
+            f"{wall_s:.0f} s"
+        )
+    return summary
