@@ -97,4 +97,4 @@ def test_non_finite_loss_skips_the_update_and_is_counted():
     again, _ = step(bad, batch)
     assert int(again.nonfinite_in_a_row) == 0 and int(again.nonfinite_total) == 1
     assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(again.params))
-    assert isinstance(optax.global_norm(again.params), jax.Array)
+    assert isinstance(optax.tree.norm(again.params), jax.Array)

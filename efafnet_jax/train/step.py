@@ -65,7 +65,7 @@ def train_step(
     loss, batch_stats, grads = loss_and_gradients(
         state.params, state.batch_stats, batch, model=model, train=train
     )
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
