@@ -1,4 +1,4 @@
-"""Drawing poses and heatmaps to PNG."""
+"""Drawing poses on images."""
 
 from __future__ import annotations
 
@@ -34,28 +34,3 @@ def draw_pose(
         if score > threshold:
             cv2.circle(image, p, thickness + 1, color or (255, 255, 255), -1, cv2.LINE_AA)
     return image
-
-
-def heatmap_panel(heatmaps: np.ndarray, names: Sequence[str], tile: int = 96) -> np.ndarray:
-    """[h, w, K] heatmaps -> one BGR image of K labelled colour-mapped tiles."""
-    k = heatmaps.shape[-1]
-    cols = int(np.ceil(np.sqrt(k)))
-    rows = int(np.ceil(k / cols))
-    h = int(round(tile * heatmaps.shape[0] / heatmaps.shape[1]))
-    panel = np.zeros((rows * (h + 14), cols * tile, 3), np.uint8)
-    for j in range(k):
-        m = np.clip(heatmaps[..., j], 0, 1)
-        colored = cv2.applyColorMap((m * 255).astype(np.uint8), cv2.COLORMAP_JET)
-        y, x = (j // cols) * (h + 14), (j % cols) * tile
-        panel[y + 14 : y + 14 + h, x : x + tile] = cv2.resize(colored, (tile, h))
-        cv2.putText(
-            panel,
-            names[j][:14],
-            (x + 2, y + 11),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.33,
-            (255, 255, 255),
-            1,
-            cv2.LINE_AA,
-        )
-    return panel
