@@ -19,6 +19,7 @@ import jax
 from absl import flags
 
 from efafnet_jax.cli import define_common_flags, run
+from efafnet_jax.train.distributed import maybe_initialize
 from efafnet_jax.train.initialization import initial_variables_from_config
 from efafnet_jax.train.loop import train_and_evaluate
 from efafnet_jax.train.quickstart import finish_quickstart, prepare_generated_data
@@ -27,6 +28,7 @@ from efafnet_jax.train.quickstart import finish_quickstart, prepare_generated_da
 def main(argv):
     del argv
     start = time.time()
+    maybe_initialize()  # before anything touches a device
     config = flags.FLAGS.config
     workdir = flags.FLAGS.workdir or os.path.join("runs", config.name)
     os.makedirs(workdir, exist_ok=True)

@@ -2,7 +2,10 @@
 
 `python train.py` generates the dataset under <workdir>/data on first use, trains
 on these 2-core CPUs, and reports keypoint AP on the generated val split with GT
-boxes.
+boxes. Departures from the paper's recipe, each measured (benchmarks/RESULTS.md):
+the spatial-softmax loss (MSE reached AP 0.27 in the same time: it first learns
+all-zero maps), half the augmentation range (a short run on a val split drawn
+like train), a 3x3 final layer over the fused maps, and a higher learning rate.
 """
 
 import ml_collections
@@ -15,20 +18,23 @@ def get_config(spec=None):
     config.name = "quickstart"
     m = config.model
     m.stage_blocks = (1, 1, 1, 1)
-    m.stem_width = 16
+    m.stem_width = 8
     m.width = 16
     m.fsm.reduction = 4
     m.duc.kernel = 1
+    m.final_kernel = 3
     d = config.data
     d.generated = True
     d.generated_spec = ml_collections.ConfigDict(dict(train=2000, val=200, seed=0))
-    d.sigma = 2.0  # 1.5 gave AP 0.23 at step 674, 2.0 gave 0.274 after 756 (RESULTS.md)
+    d.sigma = 2.0
+    d.augment.rotation_factor = 20.0
+    d.augment.scale_factor = 0.25
     t = config.train
     t.batch_size = 64
-    t.epochs = 12.0
-    t.learning_rate = 2e-3
-    t.decay_epochs = (9, 11)
-    t.loss = "mse"
+    t.epochs = 13.0
+    t.learning_rate = 3e-3
+    t.decay_epochs = (10, 12)
+    t.loss = "spatial_softmax"  # the quickstart's alternative to the paper's MSE/OHKM
     t.log_every_steps = 20
     t.checkpoint_every_steps = 200
     t.eval_every_epochs = 0  # the final evaluation only

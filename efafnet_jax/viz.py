@@ -34,3 +34,26 @@ def draw_pose(
         if score > threshold:
             cv2.circle(image, p, thickness + 1, color or (255, 255, 255), -1, cv2.LINE_AA)
     return image
+
+
+def heatmap_panel(
+    crops_rgb: np.ndarray, heatmaps: np.ndarray, names: Sequence[str], max_people: int = 8
+) -> np.ndarray:
+    """A BGR grid: per person a row of its crop, then each joint's heatmap over the crop.
+
+    Heatmaps [N, h, w, K] are resized to the crop and drawn with the JET colour map,
+    each clipped to [0, 1] (1 is a target's peak), with the joint's name on top.
+    """
+    rows = []
+    for crop, maps in zip(crops_rgb[:max_people], heatmaps[:max_people], strict=True):
+        height, width = crop.shape[:2]
+        base = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
+        tiles = [base]
+        for k, name in enumerate(names):
+            heat = cv2.resize(np.clip(maps[..., k], 0.0, 1.0), (width, height))
+            colored = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+            tile = cv2.addWeighted(base, 0.5, colored, 0.5, 0.0)
+            cv2.putText(tile, name[:12], (2, 10), cv2.FONT_HERSHEY_PLAIN, 0.7, (255, 255, 255), 1)
+            tiles.append(tile)
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(rows, axis=0)

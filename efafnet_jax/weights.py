@@ -34,7 +34,15 @@ def restore_variables(path: str) -> dict:
         path = os.path.join(path, "state")
     if not os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    tree = ocp.StandardCheckpointer().restore(path)
+    checkpointer = ocp.StandardCheckpointer()
+    # Restore onto this process's first device whatever mesh wrote it (another device
+    # or process count included): a target built from the metadata, not its shardings.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    metadata = checkpointer.metadata(path).item_metadata.tree
+    target = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata
+    )
+    tree = checkpointer.restore(path, target)
     if "params" not in tree:
         raise ValueError(f"checkpoint {path} holds no 'params' (keys: {sorted(tree)})")
     return {"params": tree["params"], "batch_stats": tree.get("batch_stats", {})}

@@ -111,3 +111,24 @@ def test_sigterm_saves_a_checkpoint_that_resumes(generated, tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from step" in resumed.stderr
+
+
+def test_checkpoint_restores_on_a_different_number_of_devices(generated, tmp_path, monkeypatch):
+    import efafnet_jax.train.loop as loop
+    from efafnet_jax.evaluation.inference import data_mesh
+
+    config = _config(generated, 1.0)
+    epoch = _epoch_steps(config)
+    config.train.epochs = 2.0
+    straight = train_and_evaluate(config, str(tmp_path / "straight"))  # 8 devices
+    config.train.epochs = 1.0
+    train_and_evaluate(config, str(tmp_path / "moved"))  # 8 devices, then 2
+    monkeypatch.setattr(loop, "data_mesh", lambda: data_mesh(jax.devices()[:2]))
+    config.train.epochs = 2.0
+    moved = train_and_evaluate(config, str(tmp_path / "moved"))
+    assert straight["steps"] == moved["steps"] == 2 * epoch
+    a = restore_variables(latest_checkpoint(str(tmp_path / "straight")))
+    b = restore_variables(latest_checkpoint(str(tmp_path / "moved")))
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        scale = max(float(np.max(np.abs(x))), 1e-6)
+        assert float(np.max(np.abs(x - y))) / scale < 1e-5

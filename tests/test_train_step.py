@@ -10,7 +10,12 @@ from conftest import CONFIG_DIR
 from efafnet_jax.config import load_config
 from efafnet_jax.evaluation.inference import data_mesh
 from efafnet_jax.models import create_model
-from efafnet_jax.train.losses import joints_mse, ohkm_mse
+from efafnet_jax.train.losses import (
+    heatmaps_from_outputs,
+    joints_mse,
+    ohkm_mse,
+    spatial_softmax_ce,
+)
 from efafnet_jax.train.optim import learning_rate_schedule, make_optimizer
 from efafnet_jax.train.state import TrainState
 from efafnet_jax.train.step import loss_and_gradients, train_step
@@ -24,6 +29,37 @@ def test_losses_against_numpy():
     np.testing.assert_allclose(joints_mse(pred, gt, weight), per.mean(), rtol=1e-6)
     top2 = np.sort(per, axis=1)[:, ::-1][:, :2]
     np.testing.assert_allclose(ohkm_mse(pred, gt, weight, top_k=2), top2.mean(), rtol=1e-6)
+
+
+def test_spatial_softmax_loss_against_numpy():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(2, 6, 5, 3))
+    target = rng.uniform(0, 1, size=(2, 6, 5, 3))
+    target[1, ..., 2] = 0.0  # a joint outside the crop: zero map, zero weight
+    weight = np.array([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    flat = logits.reshape(2, 30, 3)
+    log_prob = flat - np.log(np.exp(flat).sum(axis=1, keepdims=True))
+    mass = target.reshape(2, 30, 3)
+    mass = mass / np.maximum(mass.sum(axis=1, keepdims=True), 1e-12)
+    ce = -(mass * log_prob).sum(axis=1)
+    expected = (ce * weight).sum() / weight.sum()
+    got = spatial_softmax_ce(jnp.asarray(logits, jnp.float32), target, weight)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_spatial_softmax_heatmaps_peak_at_one_for_a_perfect_prediction():
+    from efafnet_jax.data.targets import gaussian_targets
+
+    sigma = 2.0
+    joints = np.array([[21.0, 30.0]])  # one joint in a 48x64 (w x h) input
+    target, _ = gaussian_targets(joints, np.ones(1), (48, 64), (12, 16), sigma)
+    logits = np.log(np.maximum(target, 1e-30))[None]
+    maps = np.asarray(heatmaps_from_outputs(jnp.asarray(logits), "spatial_softmax", sigma))
+    assert np.unravel_index(maps.argmax(), maps.shape) == np.unravel_index(
+        target.argmax(), (1, *target.shape)
+    )
+    np.testing.assert_allclose(maps.max(), 1.0, rtol=0.02)
+    assert heatmaps_from_outputs(logits, "mse", sigma) is logits
 
 
 def test_step_schedule_and_warmup():

@@ -19,6 +19,7 @@ import numpy as np
 from efafnet_jax.data.allocator import keep_large_blocks_in_heap
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.records import BadRecordError, PersonRecord
+from efafnet_jax.data.region import region_sample
 from efafnet_jax.data.sample import SampleConfig, make_sample
 from efafnet_jax.data.transforms import draw_augmentation
 
@@ -82,34 +83,60 @@ class SampleSource:
         draws = None
         if self.train:
             draws = draw_augmentation(np.random.default_rng([self.seed, epoch, index]))
+        on_device = self.train and self.config.device_buffer is not None
         try:
             # Decode to cv2's BGR; the crop alone is converted to RGB.
             bgr = self.store.load(record, rgb=False)
-            sample = make_sample(record, bgr, self.spec, self.config, draws, swap_red_blue=True)
-            image = sample.image
-            target, weight = sample.target, sample.target_weight
-            center, scale = sample.center, sample.scale
+            if on_device:
+                arrays = region_sample(
+                    record, bgr, self.spec, self.config, draws, self.config.device_buffer
+                )
+            else:
+                sample = make_sample(record, bgr, self.spec, self.config, draws, swap_red_blue=True)
+                arrays = {
+                    "image": sample.image,
+                    "target": sample.target,
+                    "target_weight": sample.target_weight,
+                    "center": sample.center,
+                    "scale": sample.scale,
+                }
         except BadRecordError as err:
             if self.on_bad_record == "raise":
                 raise
             # A zero-weight stand-in keeps every other sample (and the batch shape) as is.
             logging.warning("skipping sample of record %d: %s", index, err)
-            w, h = self.config.image_size
-            hw, hh = self.config.heatmap_size
-            image = np.zeros((h, w, 3), np.uint8)
-            target = np.zeros((hh, hw, self.spec.num_joints), np.float32)
-            weight = np.zeros(self.spec.num_joints, np.float32)
-            center, scale, valid = record.center, record.scale, False
+            arrays = self._stand_in(record, on_device)
+            valid = False
         return {
-            "image": image,
-            "target": target,
-            "target_weight": weight.astype(np.float32),
+            **arrays,
             "record_index": np.int32(index),
-            "center": np.asarray(center, np.float32),
-            "scale": np.asarray(scale, np.float32),
             "box_score": np.float32(record.box_score),
             "image_id": np.int64(record.image_id),
             "valid": np.bool_(valid),
+        }
+
+    def _stand_in(self, record: PersonRecord, on_device: bool) -> dict[str, np.ndarray]:
+        """All-zero arrays of a sample's shapes, every joint weighted 0."""
+        k = self.spec.num_joints
+        geometry = {
+            "center": np.asarray(record.center, np.float32),
+            "scale": np.asarray(record.scale, np.float32),
+        }
+        if on_device:
+            return {
+                "source": np.zeros((*self.config.device_buffer, 3), np.uint8),
+                "to_source": np.zeros((2, 3), np.float32),
+                "joints": np.zeros((k, 2), np.float32),
+                "visibility": np.zeros(k, np.float32),
+                **geometry,
+            }
+        w, h = self.config.image_size
+        hw, hh = self.config.heatmap_size
+        return {
+            "image": np.zeros((h, w, 3), np.uint8),
+            "target": np.zeros((hh, hw, k), np.float32),
+            "target_weight": np.zeros(k, np.float32),
+            **geometry,
         }
 
 

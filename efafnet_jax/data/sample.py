@@ -29,6 +29,8 @@ class SampleConfig:
     sigma: float = 2.0
     use_joint_weights: bool = False
     augment: AugmentConfig = AugmentConfig()
+    # (height, width) of the source buffer when augmenting on device; None: on the host.
+    device_buffer: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass
@@ -44,6 +46,48 @@ class Sample:
     flipped: bool
 
 
+@dataclasses.dataclass
+class CropGeometry:
+    """Where a crop comes from: the image -> crop matrix (of the mirrored image when
+    `flip`), the (augmented) centre, scale and rotation, and the joints in crop pixels."""
+
+    matrix: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+    rotation: float
+    flip: bool
+    joints: np.ndarray
+    visibility: np.ndarray
+
+
+def crop_geometry(
+    record: PersonRecord,
+    image_width: int,
+    spec: KeypointSpec,
+    config: SampleConfig,
+    draws: AugmentDraws | None,
+) -> CropGeometry:
+    """HRNet JointsDataset's geometry: `draws=None` is evaluation (no augmentation);
+    with draws: half body (if enabled), scale, rotation, then the flip of joints and
+    centre."""
+    joints = np.array(record.joints, np.float64)
+    visibility = np.array(record.visibility, np.float64)
+    center, scale, rotation, flip = np.array(record.center), np.array(record.scale), 0.0, False
+    if draws is not None:
+        aspect = config.image_size[0] / config.image_size[1]
+        center, scale, rotation, flip = augment_center_scale(
+            center, scale, joints, visibility, draws, config.augment, spec.upper_body_ids, aspect
+        )
+        if flip:
+            joints, visibility = flip_joints(joints, visibility, image_width, spec.flip_pairs)
+            center = np.array(center, copy=True)
+            center[0] = image_width - center[0] - 1
+    matrix = affine_matrix(center, scale, rotation, config.image_size)
+    labelled = visibility > 0
+    joints[labelled] = affine_points(joints[labelled], matrix)
+    return CropGeometry(matrix, center, scale, rotation, flip, joints, visibility)
+
+
 def make_sample(
     record: PersonRecord,
     image: np.ndarray,
@@ -56,36 +100,19 @@ def make_sample(
 
     The crop keeps the image's channel order, or swaps red and blue with
     `swap_red_blue` (cv2's BGR in, RGB out).
-    `draws=None` is evaluation: no augmentation. With draws: half body (if
-    enabled), scale, rotation, then the flip of image, joints and centre.
     """
-    joints = np.array(record.joints, np.float64)
-    visibility = np.array(record.visibility, np.float64)
-    center, scale, rotation, flip = np.array(record.center), np.array(record.scale), 0.0, False
-    if draws is not None:
-        aspect = config.image_size[0] / config.image_size[1]
-        center, scale, rotation, flip = augment_center_scale(
-            center, scale, joints, visibility, draws, config.augment, spec.upper_body_ids, aspect
-        )
-        if flip:
-            width = image.shape[1]
-            joints, visibility = flip_joints(joints, visibility, width, spec.flip_pairs)
-            center = np.array(center, copy=True)
-            center[0] = width - center[0] - 1
-    matrix = affine_matrix(center, scale, rotation, config.image_size)
-    crop = warp_crop(image, matrix, config.image_size, mirror=flip, swap_red_blue=swap_red_blue)
-    labelled = visibility > 0
-    joints[labelled] = affine_points(joints[labelled], matrix)
+    g = crop_geometry(record, image.shape[1], spec, config, draws)
+    crop = warp_crop(image, g.matrix, config.image_size, mirror=g.flip, swap_red_blue=swap_red_blue)
     weights = spec.joint_weights if config.use_joint_weights else None
     target, target_weight = gaussian_targets(
-        joints, visibility, config.image_size, config.heatmap_size, config.sigma, weights
+        g.joints, g.visibility, config.image_size, config.heatmap_size, config.sigma, weights
     )
     return Sample(
         crop,
         target,
         target_weight,
-        np.asarray(center, np.float32),
-        np.asarray(scale, np.float32),
-        rotation,
-        flip,
+        np.asarray(g.center, np.float32),
+        np.asarray(g.scale, np.float32),
+        g.rotation,
+        g.flip,
     )

@@ -22,6 +22,7 @@ def sample_config(data: ml_collections.ConfigDict) -> SampleConfig:
         sigma=data.sigma,
         use_joint_weights=data.use_joint_weights,
         augment=AugmentConfig(**data.augment.to_dict()),
+        device_buffer=tuple(data.device_buffer) if data.get("device_augment") else None,
     )
 
 

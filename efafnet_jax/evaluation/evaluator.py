@@ -23,6 +23,7 @@ from efafnet_jax.evaluation.decode import decode_heatmaps
 from efafnet_jax.evaluation.inference import data_mesh, global_batch, local_rows, make_heatmap_fn
 from efafnet_jax.evaluation.mpii_metric import pckh
 from efafnet_jax.evaluation.nms import oks_nms, rescore, soft_oks_nms
+from efafnet_jax.train.losses import heatmap_activation
 
 
 class Evaluator:
@@ -49,7 +50,12 @@ class Evaluator:
         e = self.config.eval
         mesh = mesh or data_mesh()
         heatmap_fn = make_heatmap_fn(
-            model, self.spec.flip_pairs, e.flip_test, e.shift_heatmap, mesh
+            model,
+            self.spec.flip_pairs,
+            e.flip_test,
+            e.shift_heatmap,
+            mesh,
+            activation=heatmap_activation(self.config),
         )
         shard = HostShard(jax.process_index(), jax.process_count())
         batches = build_pipeline(

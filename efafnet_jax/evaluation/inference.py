@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -16,20 +17,40 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("data",))
 
 
-def make_heatmap_fn(
-    model, flip_pairs: Sequence[tuple[int, int]], flip_test: bool, shift_heatmap: bool, mesh: Mesh
-):
-    """jit(variables, uint8 images) -> heatmaps, batch sharded over `mesh`'s 'data' axis."""
-    batch = NamedSharding(mesh, PartitionSpec("data"))
-    replicated = NamedSharding(mesh, PartitionSpec())
+def heatmap_function(
+    model,
+    flip_pairs: Sequence[tuple[int, int]],
+    flip_test: bool,
+    shift_heatmap: bool,
+    activation: Callable[[jnp.ndarray], jnp.ndarray] = lambda out: out,
+) -> Callable[[dict, jnp.ndarray], jnp.ndarray]:
+    """(variables, uint8 images) -> heatmaps, unjitted; flip test averaged on device.
+
+    `activation` maps model outputs to heatmaps (see train.losses.heatmaps_from_outputs).
+    """
 
     def heatmaps(variables, images):
-        out = model.apply(variables, images, train=False)
+        out = activation(model.apply(variables, images, train=False))
         if flip_test:
-            mirrored = model.apply(variables, images[:, :, ::-1, :], train=False)
+            mirrored = activation(model.apply(variables, images[:, :, ::-1, :], train=False))
             out = (out + flip_back(mirrored, flip_pairs, shift_heatmap)) * 0.5
         return out
 
+    return heatmaps
+
+
+def make_heatmap_fn(
+    model,
+    flip_pairs: Sequence[tuple[int, int]],
+    flip_test: bool,
+    shift_heatmap: bool,
+    mesh: Mesh,
+    activation: Callable[[jnp.ndarray], jnp.ndarray] = lambda out: out,
+):
+    """jit(heatmap_function) with the batch sharded over `mesh`'s 'data' axis."""
+    batch = NamedSharding(mesh, PartitionSpec("data"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    heatmaps = heatmap_function(model, flip_pairs, flip_test, shift_heatmap, activation)
     return jax.jit(heatmaps, in_shardings=(replicated, batch), out_shardings=batch)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from efafnet_jax.models.layers import kaiming_fan_out
+from efafnet_jax.models.layers import conv
 
 ARRANGEMENTS = ("parallel", "cs_lss", "lss_cs")  # Table VII
 
@@ -61,14 +61,8 @@ class FeatureSelection(nn.Module):
             return f + alpha[:, None, None, :] * f
 
         def location_selection(f):
-            hidden = nn.relu(
-                nn.Conv(
-                    self.lss_hidden, (1, 1), name="lss_conv1", kernel_init=kaiming_fan_out, **layer
-                )(f)
-            )
-            logits = nn.Conv(1, (1, 1), name="lss_conv2", kernel_init=kaiming_fan_out, **layer)(
-                hidden
-            )
+            hidden = nn.relu(conv(self.lss_hidden, 1, use_bias=True, name="lss_conv1", **layer)(f))
+            logits = conv(1, 1, use_bias=True, name="lss_conv2", **layer)(hidden)
             if self.lss_relu_before_sigmoid:
                 logits = nn.relu(logits)
             return f + nn.sigmoid(logits) * f

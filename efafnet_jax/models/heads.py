@@ -7,7 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from efafnet_jax.models.layers import batch_norm, conv, head_normal
+from efafnet_jax.models.layers import ConvTranspose, batch_norm, conv, head_normal
 
 # SimpleBaseline pose_resnet.py `_get_deconv_cfg`: kernel -> (padding, output_padding).
 _DECONV_PADDING = {4: (1, 0), 3: (1, 1), 2: (0, 0)}
@@ -49,13 +49,11 @@ class DeconvHead(nn.Module):
         lo = self.kernel - 1 - padding
         pads = ((lo, lo + output_padding), (lo, lo + output_padding))
         for i in range(self.num_layers):
-            x = nn.ConvTranspose(
+            x = ConvTranspose(
                 self.channels,
-                (self.kernel, self.kernel),
-                strides=(2, 2),
-                padding=pads,
-                transpose_kernel=True,
-                use_bias=False,
+                self.kernel,
+                2,
+                pads,
                 kernel_init=head_normal,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,

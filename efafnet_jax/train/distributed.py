@@ -8,6 +8,7 @@ import jax
 
 # Set by TPU pod launchers, SLURM, Open MPI, or by hand (see README "Training at scale").
 _CLUSTER_VARIABLES = (
+    "EFAFNET_DISTRIBUTED",  # forces auto-detection (TPU pod workers set nothing we read)
     "JAX_COORDINATOR_ADDRESS",
     "TPU_WORKER_HOSTNAMES",
     "SLURM_NTASKS",
@@ -25,6 +26,9 @@ def maybe_initialize() -> bool:
     )
     if not launched or single_task:
         return False
+    # CPU processes need a collectives backend to all-reduce across hosts (gloo ships
+    # with jaxlib); the setting leaves GPU and TPU collectives alone.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(
             coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import signal
 import time
@@ -12,6 +13,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from efafnet_jax.data.device_warp import device_batch
 from efafnet_jax.data.image_store import image_store
 from efafnet_jax.data.pipeline import HostShard, build_pipeline, steps_per_epoch
 from efafnet_jax.data.splits import read_split, sample_config
@@ -23,7 +25,7 @@ from efafnet_jax.train.distributed import maybe_initialize
 from efafnet_jax.train.metrics_log import MetricsLog
 from efafnet_jax.train.optim import learning_rate_schedule, make_optimizer
 from efafnet_jax.train.state import TrainState
-from efafnet_jax.train.step import BATCH_KEYS, make_train_step
+from efafnet_jax.train.step import BATCH_KEYS, DEVICE_BATCH_KEYS, make_train_step
 from efafnet_jax.weights import initial_variables
 
 
@@ -58,16 +60,22 @@ def train_and_evaluate(
     config.init.* there).
     """
     maybe_initialize()
+    logging.info(
+        "process %d of %d, %d of %d devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
     train = config.train
     model_config = config.model.copy_and_resolve_references()
     model_config.dtype = compute_dtype(train)
     model = create_model(model_config)
     mesh = data_mesh()
     shard = HostShard(jax.process_index(), jax.process_count())
-    if train.batch_size % jax.device_count():
+    if train.batch_size % mesh.size:
         raise ValueError(
-            f"train.batch_size {train.batch_size} is not a multiple of the "
-            f"{jax.device_count()} devices"
+            f"train.batch_size {train.batch_size} is not a multiple of the {mesh.size} devices"
         )
     host_batch = train.batch_size // jax.process_count()
     records, summary, spec = read_split(config.data, "train")
@@ -101,8 +109,20 @@ def train_and_evaluate(
     if ckpt.latest_step() is not None:
         state = checkpoint.restore_latest(ckpt, state, data_iter)
         logging.info("resumed from step %d", int(state.step))
+    samples = sample_config(config.data)
+    prepare, keys = None, BATCH_KEYS
+    if samples.device_buffer is not None:
+        weights = spec.joint_weights if samples.use_joint_weights else None
+        prepare = functools.partial(
+            device_batch,
+            image_size=samples.image_size,
+            heatmap_size=samples.heatmap_size,
+            sigma=samples.sigma,
+            joint_weights=weights,
+        )
+        keys = DEVICE_BATCH_KEYS
     step_fn = make_train_step(
-        model, train, schedule, mesh, jax.tree_util.tree_map(lambda _: replicated, state)
+        model, train, schedule, mesh, jax.tree_util.tree_map(lambda _: replicated, state), prepare
     )
     stop = _Stop()
     previous_handler = signal.signal(signal.SIGTERM, stop)
@@ -113,7 +133,7 @@ def train_and_evaluate(
     try:
         while int(state.step) < total_steps:
             batch = next(data_iter)
-            state, metrics = step_fn(state, {k: global_batch(mesh, batch[k]) for k in BATCH_KEYS})
+            state, metrics = step_fn(state, {k: global_batch(mesh, batch[k]) for k in keys})
             step = int(state.step)
             if step % train.log_every_steps == 0 or step == total_steps:
                 log.progress(

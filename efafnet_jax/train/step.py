@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +14,8 @@ from efafnet_jax.train.losses import heatmap_loss
 from efafnet_jax.train.state import TrainState
 
 BATCH_KEYS = ("image", "target", "target_weight")
+# With on-device augmentation (data.device_augment): what efafnet_jax.data.region sends.
+DEVICE_BATCH_KEYS = ("source", "to_source", "joints", "visibility")
 
 
 def _where(keep_new, new, old):
@@ -82,15 +84,30 @@ def train_step(
 
 
 def make_train_step(
-    model, train: ml_collections.ConfigDict, schedule: optax.Schedule, mesh: Mesh, state_sharding
+    model,
+    train: ml_collections.ConfigDict,
+    schedule: optax.Schedule,
+    mesh: Mesh,
+    state_sharding,
+    prepare: Callable[[dict], dict] | None = None,
 ):
-    """jit(train_step) with the state donated, the batch sharded over 'data'."""
+    """jit(train_step) with the state donated, the batch sharded over 'data'.
+
+    `prepare` (on-device augmentation, `data.device_warp.device_batch`) turns the
+    DEVICE_BATCH_KEYS batch into crops and targets inside the same jitted step.
+    """
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     replicated = NamedSharding(mesh, PartitionSpec())
-    step = functools.partial(train_step, model=model, train=train, schedule=schedule)
+    keys = BATCH_KEYS if prepare is None else DEVICE_BATCH_KEYS
+
+    def step(state, batch):
+        if prepare is not None:
+            batch = prepare(batch)
+        return train_step(state, batch, model=model, train=train, schedule=schedule)
+
     return jax.jit(
         step,
-        in_shardings=(state_sharding, {k: batch_sharding for k in BATCH_KEYS}),
+        in_shardings=(state_sharding, {k: batch_sharding for k in keys}),
         out_shardings=(state_sharding, replicated),
         donate_argnums=(0,),
     )

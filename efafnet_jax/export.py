@@ -1,0 +1,90 @@
+"""Serialise the inference function with jax.export: uint8 crops in, heatmaps out.
+
+    python -m efafnet_jax.export --config configs/coco.py:efafnet,r50,256x192 \
+        (--checkpoint DIR | --torch-checkpoint FILE) --out model.jaxexport [--noflip_test]
+
+The weights are baked in and the batch size is symbolic, so the file runs with
+`efafnet_jax.serving.load_exported` (jax alone, no model code) on any batch of
+[B, H, W, 3] uint8 RGB crops made with the training crop convention.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import flags
+from jax import export
+
+from efafnet_jax.cli import define_common_flags, run
+from efafnet_jax.data.keypoints import spec_from_config
+from efafnet_jax.evaluation.inference import heatmap_function
+from efafnet_jax.models import create_model
+from efafnet_jax.train.losses import heatmap_activation
+
+# Lowered for every platform a server may run it on (CPU tests, GPU and TPU serving).
+PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def export_inference(
+    config: ml_collections.ConfigDict,
+    variables: dict,
+    flip_test: bool = True,
+    platforms: tuple[str, ...] = PLATFORMS,
+) -> export.Exported:
+    """The jax.export of crops [b, H, W, 3] uint8 -> heatmaps [b, h, w, K] float32."""
+    model = create_model(config.model)
+    spec = spec_from_config(config.data)
+    heatmaps = heatmap_function(
+        model,
+        spec.flip_pairs,
+        flip_test,
+        config.eval.shift_heatmap,
+        heatmap_activation(config),
+    )
+    height, width = config.data.image_size
+    (batch,) = export.symbolic_shape("b")
+    crops = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8)
+    return export.export(jax.jit(lambda images: heatmaps(variables, images)), platforms=platforms)(
+        crops
+    )
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    config = f.config
+    from efafnet_jax.weights import load_variables
+
+    variables = load_variables(
+        create_model(config.model),
+        config,
+        checkpoint=f.checkpoint,
+        torch_checkpoint=f.torch_checkpoint,
+    )
+    exported = export_inference(config, variables, f.flip_test)
+    blob = exported.serialize()
+    with open(f.out, "wb") as fp:
+        fp.write(blob)
+    summary = {
+        "out": f.out,
+        "bytes": len(blob),
+        "input": str(exported.in_avals[0]),
+        "output": str(exported.out_avals[0]),
+        "platforms": list(exported.platforms),
+    }
+    print(f"exported {summary['input']} -> {summary['output']} to {f.out} ({len(blob)} bytes)")
+    if f.json:
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    define_common_flags()
+    flags.DEFINE_string("checkpoint", None, "An orbax checkpoint directory.")
+    flags.DEFINE_string("torch_checkpoint", None, "A PyTorch state_dict (.pth) of the reference.")
+    flags.DEFINE_string("out", None, "The file to write.")
+    flags.DEFINE_bool("flip_test", True, "Include the flip test in the exported function.")
+    flags.mark_flag_as_required("out")
+    run(main)

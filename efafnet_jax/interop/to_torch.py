@@ -1,0 +1,52 @@
+"""Write a trained orbax checkpoint as a state_dict of the PyTorch reference.
+
+    python -m efafnet_jax.interop.to_torch --config configs/coco.py:efafnet,r50,256x192 \
+        --checkpoint runs/NAME/checkpoints/STEP --out efafnet.pth
+
+The file loads with `TorchPoseNet(config.model).load_state_dict(torch.load(FILE))`
+(strict; keys named like SimpleBaseline's pose_resnet and torchvision's ResNet).
+Before writing, it is loaded into the reference to prove that every key and shape fits.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from absl import flags
+
+from efafnet_jax.cli import define_common_flags, run
+from efafnet_jax.interop.convert import flax_to_state_dict
+from efafnet_jax.interop.torch_reference import TorchPoseNet
+
+
+def to_torch_state_dict(variables: dict, model_config) -> dict[str, torch.Tensor]:
+    """Flax variables -> a state_dict that the reference accepts with strict=True."""
+    state = {
+        k: torch.from_numpy(np.ascontiguousarray(v))
+        for k, v in flax_to_state_dict(variables).items()
+    }
+    TorchPoseNet(model_config).load_state_dict(state, strict=True)
+    return state
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    from efafnet_jax.weights import restore_variables
+
+    state = to_torch_state_dict(restore_variables(f.checkpoint), f.config.model)
+    torch.save(state, f.out)
+    count = sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    print(f"wrote {len(state)} tensors ({count} values) to {f.out}")
+    if f.json:
+        print(json.dumps({"out": f.out, "tensors": len(state), "values": count}))
+
+
+if __name__ == "__main__":
+    define_common_flags()
+    flags.DEFINE_string("checkpoint", None, "The orbax checkpoint (<workdir>/checkpoints/<step>).")
+    flags.DEFINE_string("out", None, "The .pth file to write.")
+    flags.mark_flags_as_required(["checkpoint", "out"])
+    run(main)
