@@ -27,7 +27,7 @@ def _vjps(fn_fast, fn_stock, *args):
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 @pytest.mark.parametrize("size", sorted(DECONV_PADDING))
-def test_subpixel_transposed_conv_equals_lax(size, dtype, tol):
+def test_gemm_col2im_transposed_conv_equals_lax(size, dtype, tol):
     rng = np.random.default_rng(size)
     x = rng.normal(size=(2, 5, 4, 6)).astype(dtype)
     kernel = rng.normal(size=(size, size, 3, 6)).astype(dtype)  # [k, k, out, in]
@@ -71,3 +71,34 @@ def test_other_convolutions_take_the_stock_path():
         x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
     np.testing.assert_array_equal(conv2d(x, kernel, 1, ((1, 1), (1, 1)), fast=True), expected)
+
+
+def test_model_with_the_cpu_forms_equals_the_stock_model(monkeypatch):
+    """Whole-network check of the forms the single-device CPU step uses."""
+    from conftest import CONFIG_DIR
+
+    import efafnet_jax.models.kernels as kernels
+    from efafnet_jax.config import load_config
+    from efafnet_jax.models import create_model
+
+    config = load_config(f"{CONFIG_DIR / 'tiny.py'}:sbn,64x64")
+    model = create_model(config.model)
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    variables = model.init(jax.random.key(0), images)
+
+    def outputs_and_grads():
+        def loss(params):
+            out, _ = model.apply(
+                {**variables, "params": params}, images, train=True, mutable=["batch_stats"]
+            )
+            return jnp.sum(out**2), out
+
+        (_, out), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+        return [out, *jax.tree_util.tree_leaves(grads)]
+
+    results = {}
+    for fast in (True, False):
+        monkeypatch.setattr(kernels, "fast_kernels", lambda fast=fast: fast)
+        results[fast] = outputs_and_grads()
+    for a, b in zip(results[True], results[False], strict=True):  # float32 rounding
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))

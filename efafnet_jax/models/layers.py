@@ -49,7 +49,7 @@ class Conv(nn.Module):
 
 class ConvTranspose(nn.Module):
     """flax `nn.ConvTranspose(transpose_kernel=True)`'s parameters ('kernel' [k, k, out,
-    in]), computed by `kernels.conv_transpose2d` (the sub-pixel form on CPU).
+    in]), computed by `kernels.conv_transpose2d` (GEMM + col2im on CPU).
     `padding` is that of the zero-inserted input, per spatial axis (low, high)."""
 
     features: int
