@@ -9,6 +9,8 @@ import jax
 import numpy as np
 from jax.extend import core as jax_core
 
+from efafnet_jax.models.kernels import stock_kernels
+
 
 def count_params(params) -> int:
     """Number of scalars in a params pytree (BatchNorm statistics live elsewhere)."""
@@ -55,4 +57,5 @@ def count_macs(fn: Callable, *args) -> int:
     Elementwise work (BatchNorm, activations, pooling) is not counted, as is
     customary; transposed convolutions are counted without the zero insertions.
     """
-    return _jaxpr_macs(jax.make_jaxpr(fn)(*args).jaxpr)
+    with stock_kernels():  # the definition's convolutions, not the CPU's equivalent forms
+        return _jaxpr_macs(jax.make_jaxpr(fn)(*args).jaxpr)

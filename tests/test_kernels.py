@@ -25,7 +25,9 @@ def _vjps(fn_fast, fn_stock, *args):
     return (out_fast, *vjp_fast(cotangent)), (out_stock, *vjp_stock(cotangent))
 
 
-@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize(
+    "dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5), (jnp.bfloat16, 3e-2)]
+)
 @pytest.mark.parametrize("size", sorted(DECONV_PADDING))
 def test_gemm_col2im_transposed_conv_equals_lax(size, dtype, tol):
     rng = np.random.default_rng(size)
@@ -43,7 +45,8 @@ def test_gemm_col2im_transposed_conv_equals_lax(size, dtype, tol):
     assert fast[0].shape == (2, 10, 8, 3)
     for a, b in zip(fast, stock, strict=True):
         assert a.dtype == b.dtype == dtype
-        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * float(jnp.max(jnp.abs(b))))
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * float(np.max(np.abs(b))))
 
 
 @pytest.mark.parametrize("stride", [1, 2])

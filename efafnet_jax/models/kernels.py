@@ -21,6 +21,7 @@ stock ops (cuDNN and the TPU compiler run transposed convolutions natively).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import jax
@@ -28,6 +29,19 @@ import jax.numpy as jnp
 from jax import lax
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+_FORCE_STOCK = [False]
+
+
+@contextlib.contextmanager
+def stock_kernels():
+    """Within: the stock ops everywhere (e.g. to count the definition's multiply-adds)."""
+    _FORCE_STOCK[0] = True
+    try:
+        yield
+    finally:
+        _FORCE_STOCK[0] = False
 
 
 def fast_kernels() -> bool:
@@ -38,6 +52,8 @@ def fast_kernels() -> bool:
     to 7e-3 of some gradients (the one-device step matches float64 to 1e-5), which
     is not isolated yet (README "Speed").
     """
+    if _FORCE_STOCK[0]:
+        return False
     return jax.default_backend() == "cpu" and jax.device_count() == 1
 
 
