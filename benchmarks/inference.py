@@ -35,8 +35,7 @@ from benchmarks.common import (  # noqa: E402
 from efafnet_jax.cli import define_common_flags, run  # noqa: E402
 from efafnet_jax.data.keypoints import spec_from_config  # noqa: E402
 from efafnet_jax.evaluation.inference import data_mesh, global_batch, make_heatmap_fn  # noqa: E402
-from efafnet_jax.interop.convert import flax_to_state_dict  # noqa: E402
-from efafnet_jax.interop.torch_reference import TorchPoseNet  # noqa: E402
+from efafnet_jax.interop.to_torch import torch_model  # noqa: E402
 from efafnet_jax.models import create_model  # noqa: E402
 from efafnet_jax.weights import initial_variables  # noqa: E402
 
@@ -59,9 +58,7 @@ def torch_runner(
     config, images: np.ndarray, variables: dict, dtype: str, flip_test: bool, compile_model: bool
 ):
     device = torch_device(torch)
-    model = TorchPoseNet(config.model)
-    state = flax_to_state_dict(variables)
-    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    model = torch_model(variables, config.model)
     model = model.to(device).to(memory_format=torch.channels_last).eval()
     forward = torch.compile(model) if compile_model else model
     mean = torch.tensor(config.model.mean, device=device).view(1, 3, 1, 1) * 255.0

@@ -19,7 +19,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from absl import flags  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
@@ -36,8 +35,7 @@ from benchmarks.common import (  # noqa: E402
 )
 from efafnet_jax.cli import define_common_flags, run  # noqa: E402
 from efafnet_jax.evaluation.inference import data_mesh, global_batch  # noqa: E402
-from efafnet_jax.interop.convert import flax_to_state_dict  # noqa: E402
-from efafnet_jax.interop.torch_reference import TorchPoseNet  # noqa: E402
+from efafnet_jax.interop.to_torch import torch_model  # noqa: E402
 from efafnet_jax.models import create_model  # noqa: E402
 from efafnet_jax.train.optim import learning_rate_schedule, make_optimizer  # noqa: E402
 from efafnet_jax.train.state import TrainState  # noqa: E402
@@ -79,12 +77,7 @@ def torch_loss(pred, target, weight, kind: str, top_k: int):
 def torch_runner(config, batch: dict, variables: dict, dtype: str, compile_model: bool):
     """A no-argument function that runs one PyTorch train step and waits for it."""
     device = torch_device(torch)
-    model = TorchPoseNet(config.model)
-    state = {
-        k: torch.from_numpy(np.ascontiguousarray(v))
-        for k, v in flax_to_state_dict(variables).items()
-    }
-    model.load_state_dict(state)
+    model = torch_model(variables, config.model)
     model = model.to(device).to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
     forward = torch.compile(model) if compile_model else model

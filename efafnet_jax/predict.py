@@ -36,6 +36,7 @@ from efafnet_jax.data.records import BadRecordError
 from efafnet_jax.models import create_model
 from efafnet_jax.predictor import PersonPoses, PosePredictor
 from efafnet_jax.viz import draw_pose, heatmap_panel
+from efafnet_jax.weights import load_variables
 
 BOX_COLOR = (200, 200, 200)  # BGR
 
@@ -101,8 +102,6 @@ def main(argv):
     images = list_images(f.images)
     if not images:
         raise SystemExit(f"predict: no images in {f.images}")
-    from efafnet_jax.weights import load_variables  # after flags: it loads the model stack
-
     model = create_model(config.model)
     variables = load_variables(
         model, config, checkpoint=f.checkpoint, torch_checkpoint=f.torch_checkpoint

@@ -17,10 +17,7 @@ import numpy as np
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.records import PersonRecord
 from efafnet_jax.data.sample import SampleConfig, crop_geometry
-from efafnet_jax.data.transforms import AugmentDraws
-
-# Bilinear taps reach floor(x) + 1: keep two pixels of margin around the footprint.
-MARGIN = 2
+from efafnet_jax.data.transforms import AugmentDraws, sampled_region
 
 
 def region_sample(
@@ -38,29 +35,17 @@ def region_sample(
     random draws mean what they mean on the host path.
     """
     g = crop_geometry(record, image_bgr.shape[1], spec, config, draws)
-    width, height = config.image_size
-    rows, cols = image_bgr.shape[:2]
-    to_image = cv2.invertAffineTransform(g.matrix).astype(np.float64)
-    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], float)
-    footprint = corners @ to_image.T
-    x0 = max(0, int(np.floor(footprint[:, 0].min())) - MARGIN)
-    y0 = max(0, int(np.floor(footprint[:, 1].min())) - MARGIN)
-    x1 = min(cols, int(np.ceil(footprint[:, 0].max())) + MARGIN + 1)
-    y1 = min(rows, int(np.ceil(footprint[:, 1].max())) + MARGIN + 1)
+    region, x0, y0 = sampled_region(image_bgr, g.matrix, config.image_size, g.flip)
     buffer_h, buffer_w = buffer_size
     source = np.zeros((buffer_h, buffer_w, 3), np.uint8)
-    to_source = to_image.copy()
+    to_source = cv2.invertAffineTransform(g.matrix).astype(np.float64)  # crop -> image
     to_source[:, 2] -= (x0, y0)
-    if x0 < x1 and y0 < y1:
-        if g.flip:  # columns [x0, x1) of the mirrored image are [cols - x1, cols - x0) here
-            region = cv2.flip(image_bgr[y0:y1, cols - x1 : cols - x0], 1)
-        else:
-            region = image_bgr[y0:y1, x0:x1]
-        factor = max(1, math.ceil(max((y1 - y0) / buffer_h, (x1 - x0) / buffer_w)))
+    if region is not None:
+        h, w = region.shape[:2]
+        factor = max(1, math.ceil(max(h / buffer_h, w / buffer_w)))
         if factor > 1:
             # Pad to a multiple of the factor so INTER_AREA averages exact f x f blocks
             # (the padding lies outside the footprint: never sampled, or off the image).
-            h, w = region.shape[:2]
             size = (math.ceil(w / factor), math.ceil(h / factor))
             region = cv2.copyMakeBorder(
                 region, 0, size[1] * factor - h, 0, size[0] * factor - w, cv2.BORDER_CONSTANT

@@ -115,6 +115,29 @@ def _rgba_scratch(rows: int, cols: int) -> np.ndarray:
     return buffer[:rows, :cols]
 
 
+def sampled_region(
+    image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int], mirror: bool = False
+) -> tuple[np.ndarray | None, int, int]:
+    """(pixels a crop of `output_size` through `matrix` can read, x0, y0), or (None, 0, 0).
+
+    The footprint of the crop in the (mirrored, if `mirror`) image, widened by two
+    pixels because bilinear taps reach floor(x) + 1, clipped to the image; the
+    region is mirrored like the image it is cut from.
+    """
+    width, height = output_size
+    rows, cols = image.shape[:2]
+    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], float)
+    src = corners @ cv2.invertAffineTransform(matrix).T
+    x0, y0 = (max(0, int(np.floor(src[:, i].min())) - 2) for i in (0, 1))
+    x1 = min(cols, int(np.ceil(src[:, 0].max())) + 3)
+    y1 = min(rows, int(np.ceil(src[:, 1].max())) + 3)
+    if x0 >= x1 or y0 >= y1:
+        return None, 0, 0
+    if mirror:  # columns [x0, x1) of the mirrored image are [cols - x1, cols - x0) here
+        return cv2.flip(image[y0:y1, cols - x1 : cols - x0], 1), x0, y0
+    return image[y0:y1, x0:x1], x0, y0
+
+
 def warp_crop(
     image: np.ndarray,
     matrix: np.ndarray,
@@ -137,19 +160,11 @@ def warp_crop(
         return cv2.warpAffine(
             np.ascontiguousarray(source), matrix, (width, height), flags=cv2.INTER_LINEAR
         )
-    rows, cols = image.shape[:2]
-    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], float)
-    src = corners @ cv2.invertAffineTransform(matrix).T
-    # Bilinear taps reach floor(x) + 1; keep a margin of 2 pixels on each side.
-    x0, y0 = (max(0, int(np.floor(src[:, i].min())) - 2) for i in (0, 1))
-    x1 = min(cols, int(np.ceil(src[:, 0].max())) + 3)
-    y1 = min(rows, int(np.ceil(src[:, 1].max())) + 3)
-    if x0 >= x1 or y0 >= y1:
+    region, x0, y0 = sampled_region(image, matrix, (width, height), mirror)
+    if region is None:
         return np.zeros((height, width, 3), image.dtype)
-    if mirror:  # columns [x0, x1) of the mirrored image are [cols - x1, cols - x0) here
-        region = cv2.flip(image[y0:y1, cols - x1 : cols - x0], 1)
-    else:
-        region = image[y0:y1, x0:x1]
+    rows, cols = image.shape[:2]
+    y1, x1 = y0 + region.shape[0], x0 + region.shape[1]
     scratch = _rgba_scratch(rows, cols)
     # Pixels outside the region are never sampled, so they may hold anything.
     code = cv2.COLOR_BGR2RGBA if swap_red_blue else cv2.COLOR_RGB2RGBA

@@ -21,14 +21,19 @@ from efafnet_jax.interop.convert import flax_to_state_dict
 from efafnet_jax.interop.torch_reference import TorchPoseNet
 
 
+def torch_model(variables: dict, model_config) -> TorchPoseNet:
+    """The PyTorch reference holding these flax variables (a strict load)."""
+    model = TorchPoseNet(model_config)
+    state = flax_to_state_dict(variables)
+    model.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=True
+    )
+    return model
+
+
 def to_torch_state_dict(variables: dict, model_config) -> dict[str, torch.Tensor]:
     """Flax variables -> a state_dict that the reference accepts with strict=True."""
-    state = {
-        k: torch.from_numpy(np.ascontiguousarray(v))
-        for k, v in flax_to_state_dict(variables).items()
-    }
-    TorchPoseNet(model_config).load_state_dict(state, strict=True)
-    return state
+    return torch_model(variables, model_config).state_dict()
 
 
 def main(argv):

@@ -90,11 +90,12 @@ def train_and_evaluate(
     state = jax.device_put(
         TrainState.create(variables, make_optimizer(train, schedule)), replicated
     )
+    samples = sample_config(config.data)
     data_iter = iter(
         build_pipeline(
             records,
             spec,
-            sample_config(config.data),
+            samples,
             image_store(config.data.train_images),
             batch_size=host_batch,
             seed=config.seed,
@@ -109,7 +110,6 @@ def train_and_evaluate(
     if ckpt.latest_step() is not None:
         state = checkpoint.restore_latest(ckpt, state, data_iter)
         logging.info("resumed from step %d", int(state.step))
-    samples = sample_config(config.data)
     prepare, keys = None, BATCH_KEYS
     if samples.device_buffer is not None:
         weights = spec.joint_weights if samples.use_joint_weights else None
