@@ -189,6 +189,7 @@ def train_config(variant: str) -> ml_collections.ConfigDict:
             keep_checkpoints=3,
             eval_every_epochs=10,
             max_nonfinite=10,  # stop after this many non-finite updates in a row
+            sigterm_self_at_step=0,  # > 0: the run sends itself SIGTERM there (tests)
             workers=4,
         )
     )

@@ -1,10 +1,11 @@
 """The loop: exact resume, SIGTERM, the non-finite stop."""
 
+import hashlib
+import json
 import os
-import signal
+import re
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -70,47 +71,100 @@ def test_too_many_non_finite_updates_stop_with_a_message(generated, tmp_path):
         train_and_evaluate(config, str(tmp_path))
 
 
-def test_sigterm_saves_a_checkpoint_that_resumes(generated, tmp_path):
+def _train_py_args(generated, workdir, epochs: float, *extra: str) -> list[str]:
+    """`python train.py` on the generated split with the tiny model (validation at the end)."""
     root, paths = generated
-    args = [
+    return [
         sys.executable,
         "train.py",
         "--config",
         "configs/tiny.py:efafnet,64x64",
         "--workdir",
-        str(tmp_path),
+        str(workdir),
         f"--config.data.train_ann={paths['train']}",
         f"--config.data.train_images={root / 'images' / 'train'}",
-        "--config.data.val_ann=",
+        f"--config.data.val_ann={paths['val']}",
+        f"--config.data.val_images={root / 'images' / 'val'}",
+        "--config.data.val_detections=",
         "--config.train.batch_size=8",
-        "--config.train.epochs=50",
+        f"--config.train.epochs={epochs!r}",
         "--config.train.workers=0",
         "--config.train.log_every_steps=1",
         "--config.train.eval_every_epochs=0",
+        *extra,
     ]
-    proc = subprocess.Popen(
+
+
+def _run_train_py(args: list[str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
         args,
         cwd=REPO,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
+        timeout=600,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
-    deadline = time.time() + 240
-    for line in proc.stderr:
-        if line.startswith("step 3/") or time.time() > deadline:
-            break
-    proc.send_signal(signal.SIGTERM)
-    proc.stderr.read()
-    assert proc.wait(timeout=120) == 0
-    checkpoint = latest_checkpoint(str(tmp_path))
-    assert checkpoint is not None and int(os.path.basename(checkpoint)) >= 3
-    # Resumed with a schedule that ends soon after the saved step.
-    kept = [a for a in args if not a.startswith("--config.train.epochs=")]
-    resumed = subprocess.run(
-        kept + ["--config.train.epochs=4"], cwd=REPO, capture_output=True, text=True, timeout=240
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _trained_steps(stderr: str) -> list[int]:
+    """The steps that the run's progress lines report (one per step at log_every_steps=1)."""
+    return [int(m) for m in re.findall(r"^step (\d+)/", stderr, flags=re.MULTILINE)]
+
+
+def _checkpoint_files(workdir) -> dict[str, str]:
+    """Every file under <workdir>/checkpoints with a digest of its bytes."""
+    root = workdir / "checkpoints"
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes(generated, tmp_path):
+    epoch = _epoch_steps(_config(generated, 1.0))
+    stopped = _run_train_py(
+        _train_py_args(generated, tmp_path, 50.0, "--config.train.sigterm_self_at_step=3")
     )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed from step" in resumed.stderr
+    assert "SIGTERM: saved step 3" in stopped.stderr
+    assert _trained_steps(stopped.stderr) == [1, 2, 3]
+    assert os.path.basename(latest_checkpoint(str(tmp_path))) == "3"
+    saved = _checkpoint_files(tmp_path)
+    # The resumed schedule ends exactly at the saved step: nothing to train or save,
+    # and the end-of-run evaluation still runs.
+    at_end = _run_train_py(_train_py_args(generated, tmp_path, 3 / epoch))
+    assert "resumed from step 3" in at_end.stderr
+    assert _trained_steps(at_end.stderr) == []
+    assert json.loads(at_end.stdout.splitlines()[-1])["steps"] == 3
+    assert "AP" in json.loads(at_end.stdout.splitlines()[-1])
+    assert _checkpoint_files(tmp_path) == saved
+    # A schedule one step longer trains exactly that step.
+    longer = _run_train_py(_train_py_args(generated, tmp_path, 4 / epoch))
+    assert _trained_steps(longer.stderr) == [4]
+    assert os.path.basename(latest_checkpoint(str(tmp_path))) == "4"
+
+
+def test_running_a_finished_run_again_trains_nothing_and_keeps_its_checkpoints(
+    generated, tmp_path
+):
+    args = _train_py_args(generated, tmp_path, 2.0)
+    first = _run_train_py(args)
+    epoch = _epoch_steps(_config(generated, 1.0))
+    assert _trained_steps(first.stderr) == list(range(1, 2 * epoch + 1))
+    saved = _checkpoint_files(tmp_path)
+    again = _run_train_py(args)
+    assert f"resumed from step {2 * epoch}" in again.stderr
+    assert _trained_steps(again.stderr) == []
+    assert _checkpoint_files(tmp_path) == saved
+    # The end-of-run work is done again on the same weights: the same metrics.
+    summary_first = json.loads(first.stdout.splitlines()[-1])
+    summary_again = json.loads(again.stdout.splitlines()[-1])
+    for summary in (summary_first, summary_again):
+        summary.pop("wall_s")
+    assert summary_again == summary_first
+    assert "AP" in summary_again
 
 
 def test_checkpoint_restores_on_a_different_number_of_devices(generated, tmp_path, monkeypatch):

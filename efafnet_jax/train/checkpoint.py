@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import grain
@@ -47,13 +48,25 @@ def all_finite(state: TrainState) -> bool:
 
 
 def save(ckpt: ocp.CheckpointManager, state: TrainState, data_iter, force: bool = False) -> bool:
-    """Saves at the state's step; refuses (ValueError) a state with a non-finite value."""
+    """Saves at the state's step; False if that step is already saved.
+
+    Refuses (ValueError) a state with a non-finite value.
+    """
+    step = int(state.step)
+    # A step that is already on disk is skipped, not refused: the loop only moves
+    # forward from the latest checkpoint, so the state it holds at an existing step
+    # is that checkpoint (just restored, or saved earlier in this run by the periodic
+    # save), and writing it again could change nothing. Schedulers restart finished
+    # jobs routinely; that must not be an error.
+    if step in ckpt.all_steps():
+        logging.info("checkpoint for step %d already exists; not saved again", step)
+        return False
     if not all_finite(state):
         raise ValueError(
-            f"refusing to checkpoint step {int(state.step)}: the state holds non-finite values"
+            f"refusing to checkpoint step {step}: the state holds non-finite values"
         )
     saved = ckpt.save(
-        int(state.step),
+        step,
         force=force,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state_tree(state)),

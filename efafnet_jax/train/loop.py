@@ -130,6 +130,12 @@ def train_and_evaluate(
     evaluator = Evaluator(config) if config.data.val_ann and train.eval_every_epochs else None
     best_ap = log.best_ap()
     start_step, start_time = int(state.step), time.time()
+    if start_step >= total_steps:
+        logging.info(
+            "step %d is at or past the schedule's last step %d: nothing to train",
+            start_step,
+            total_steps,
+        )
     try:
         while int(state.step) < total_steps:
             batch = next(data_iter)
@@ -154,6 +160,9 @@ def train_and_evaluate(
             if evaluator and step % (epoch_steps * train.eval_every_epochs) == 0:
                 metrics_val, _ = evaluator.run(model, state.variables(), progress=False)
                 best_ap = log.validation(step, metrics_val, best_ap, state)
+            if step == train.sigterm_self_at_step:
+                # Tests stop the run at a chosen step through the real signal path.
+                signal.raise_signal(signal.SIGTERM)
             if stop.requested:
                 checkpoint.save(ckpt, state, data_iter, force=True)
                 logging.warning("SIGTERM: saved step %d; exiting", step)
