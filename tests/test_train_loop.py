@@ -146,9 +146,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(generated, tmp_path):
     assert os.path.basename(latest_checkpoint(str(tmp_path))) == "4"
 
 
-def test_running_a_finished_run_again_trains_nothing_and_keeps_its_checkpoints(
-    generated, tmp_path
-):
+def test_running_a_finished_run_again_trains_nothing_and_keeps_its_checkpoints(generated, tmp_path):
     args = _train_py_args(generated, tmp_path, 2.0)
     first = _run_train_py(args)
     epoch = _epoch_steps(_config(generated, 1.0))

@@ -62,9 +62,7 @@ def save(ckpt: ocp.CheckpointManager, state: TrainState, data_iter, force: bool 
         logging.info("checkpoint for step %d already exists; not saved again", step)
         return False
     if not all_finite(state):
-        raise ValueError(
-            f"refusing to checkpoint step {step}: the state holds non-finite values"
-        )
+        raise ValueError(f"refusing to checkpoint step {step}: the state holds non-finite values")
     saved = ckpt.save(
         step,
         force=force,
