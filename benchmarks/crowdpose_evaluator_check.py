@@ -1,6 +1,6 @@
 """Does faster-coco-eval's `keypoints_crowd` agree with xtcocotools'? (a one-time check)
 
-    python benchmarks/crowdpose_evaluator_check.py [--coco-dir ../shared/data/coco] [--json]
+    python benchmarks/crowdpose_evaluator_check.py [--coco-dir tests/data/coco] [--json]
 
 Needs faster-coco-eval and xtcocotools in one environment; xtcocotools' wheel needs
 numpy 1.x, so build it against numpy 2 from source in a scratch venv:
@@ -123,7 +123,7 @@ def xtcocotools_stats(gt_file: str, results: list[dict]) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    default = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "coco"
+    default = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "coco"
     parser.add_argument("--coco-dir", type=pathlib.Path, default=default)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

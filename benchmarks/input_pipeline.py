@@ -6,7 +6,7 @@ One process does what one grain worker does for each person record: read and
 decode its image, draw the augmentation, warp the uint8 crop, make the heatmaps.
 The baseline reads and decodes the same files the same number of times. The two are timed in
 interleaved repeats; the figures are medians. Images: the real COCO sample
-(../shared/data/coco) when present, else generated COCO-size (640x480) JPEGs.
+(tests/data/coco) when present, else generated COCO-size (640x480) JPEGs.
 cost_ratio = decode rate / pipeline rate (1.0: augmentation and targets are free).
 """
 
@@ -42,7 +42,7 @@ _IMAGES = flags.DEFINE_enum(
 )
 _JSON = flags.DEFINE_bool("json", False, "Print one line of JSON as the last line.")
 
-SHARED_COCO = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "coco"
+SAMPLE_COCO = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "coco"
 
 
 def _generated_records(folder: str) -> list[PersonRecord]:
@@ -106,11 +106,11 @@ def main(argv):
     cv2.setNumThreads(1)  # one worker = one core
     keep_large_blocks_in_heap()  # as every pipeline process does; both sides get it
     use_coco = _IMAGES.value == "coco" or (
-        _IMAGES.value == "auto" and (SHARED_COCO / "test_coco.json").is_file()
+        _IMAGES.value == "auto" and (SAMPLE_COCO / "test_coco.json").is_file()
     )
     if use_coco:
         records, _ = read_coco_keypoints(
-            str(SHARED_COCO / "test_coco.json"), str(SHARED_COCO), COCO, 0.75
+            str(SAMPLE_COCO / "test_coco.json"), str(SAMPLE_COCO), COCO, 0.75
         )
         result = measure(records, _REPEATS.value, _ROUNDS.value, "real COCO sample")
     else:

@@ -32,8 +32,5 @@ def run_json_command(*args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-SHARED_DATA = REPO.parent / "shared" / "data"
-needs_shared_data = pytest.mark.skipif(
-    not (SHARED_DATA / "coco" / "test_coco.json").is_file(),
-    reason=f"the real COCO/MPII samples are not at {SHARED_DATA} (a clone outside the workplace)",
-)
+# Real COCO and MPII samples (mmpose's tests/data; provenance and licences beside them).
+DATA_DIR = REPO / "tests" / "data"

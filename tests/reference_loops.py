@@ -1,5 +1,12 @@
-"""Loop-by-loop renderings of the SimpleBaseline/HRNet procedures in DESIGN.md section 1,
-written independently of the package, as the ground truth for its vectorised code."""
+"""Loop-by-loop renderings of SimpleBaseline/HRNet procedures, written independently of
+the package, as the ground truth for its vectorised code.
+
+Sources (leoxiaobin/deep-high-resolution-net.pytorch; SimpleBaseline's
+microsoft/human-pose-estimation.pytorch has the same functions):
+- `generate_target_loop`: lib/dataset/JointsDataset.py `generate_target` (gaussian branch).
+- `half_body_loop`: lib/dataset/JointsDataset.py `half_body_transform`.
+- `final_preds_loop`: lib/core/inference.py `get_max_preds` and `get_final_preds`.
+"""
 
 import numpy as np
 

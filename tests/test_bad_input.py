@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, needs_shared_data
+from conftest import DATA_DIR
 
 from efafnet_jax.data.coco_format import read_coco_keypoints, read_detections
 from efafnet_jax.data.images import read_image
@@ -12,7 +12,7 @@ from efafnet_jax.data.keypoints import COCO, MPII
 from efafnet_jax.data.mpii import read_gt_valid, read_mpii
 from efafnet_jax.data.records import BadRecordError
 
-COCO_DIR = SHARED_DATA / "coco"
+COCO_DIR = DATA_DIR / "coco"
 
 
 def _tiny_coco(tmp_path, annotation_changes=None, write_image=True):
@@ -126,7 +126,6 @@ def test_missing_annotation_file_is_named(tmp_path):
         read_coco_keypoints(str(tmp_path / "nope.json"), str(tmp_path), COCO, 0.75)
 
 
-@needs_shared_data
 def test_bad_detection_is_named(tmp_path):
     dets = json.loads((COCO_DIR / "test_coco_det_AP_H_56.json").read_text())[:3]
     dets[1]["bbox"] = [1, 2, 3]
@@ -143,14 +142,13 @@ def test_bad_detection_is_named(tmp_path):
         read_detections(str(path), str(COCO_DIR / "test_coco.json"), str(COCO_DIR), COCO, 0.75)
 
 
-@needs_shared_data
 def test_bad_mpii_entry_is_named(tmp_path):
-    entries = json.loads((SHARED_DATA / "mpii" / "test_mpii.json").read_text())
+    entries = json.loads((DATA_DIR / "mpii" / "test_mpii.json").read_text())
     entries[2]["joints"] = entries[2]["joints"][:15]
     path = tmp_path / "mpii.json"
     path.write_text(json.dumps(entries))
     with pytest.raises(BadRecordError) as err:
-        read_mpii(str(path), str(SHARED_DATA / "mpii"), MPII)
+        read_mpii(str(path), str(DATA_DIR / "mpii"), MPII)
     assert f"entry 2 (image {entries[2]['image']})" in str(err.value)
     assert "field 'joints' has 15 joints, expected 16" in str(err.value)
 

@@ -4,7 +4,7 @@ import cv2
 import jax
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, needs_shared_data
+from conftest import DATA_DIR
 
 from efafnet_jax.data.coco_format import read_coco_keypoints
 from efafnet_jax.data.device_warp import device_batch, gaussian_targets, warp_crops
@@ -21,7 +21,7 @@ CONFIG = SampleConfig(image_size=(192, 256), heatmap_size=(48, 64), sigma=2.0)
 @pytest.fixture(scope="module")
 def people():
     records, _ = read_coco_keypoints(
-        str(SHARED_DATA / "coco" / "test_coco.json"), str(SHARED_DATA / "coco"), COCO, 0.75
+        str(DATA_DIR / "coco" / "test_coco.json"), str(DATA_DIR / "coco"), COCO, 0.75
     )
     images = {r.image_path: read_image(r.image_path, r.image_id, rgb=False) for r in records}
     return records, images
@@ -42,7 +42,6 @@ def _both_paths(records, images, buffer, seeds=range(6)):
     return host, {k: np.asarray(v) for k, v in out.items()}
 
 
-@needs_shared_data
 def test_device_crops_and_targets_match_the_host_path(people):
     records, images = people
     host, device = _both_paths(records, images, buffer=(640, 640))
@@ -58,7 +57,6 @@ def test_device_crops_and_targets_match_the_host_path(people):
             assert device["target"][i][..., k].argmax() == sample.target[..., k].argmax()
 
 
-@needs_shared_data
 def test_regions_larger_than_the_buffer_are_shrunk_in_place(people):
     records, images = people
     host, device = _both_paths(records, images, buffer=(128, 96), seeds=range(2))

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CONFIG_DIR, SHARED_DATA, needs_shared_data, run_json_command
+from conftest import CONFIG_DIR, DATA_DIR, run_json_command
 from reference_loops import final_preds_loop
 
 from efafnet_jax.config import load_config
@@ -19,7 +19,7 @@ from efafnet_jax.evaluation.mpii_metric import pckh
 from efafnet_jax.evaluation.nms import oks, oks_nms, rescore, soft_oks_nms
 from efafnet_jax.models import create_model
 
-COCO_DIR = SHARED_DATA / "coco"
+COCO_DIR = DATA_DIR / "coco"
 
 
 def _gaussian_maps(points, h=64, w=48, sigma=2.0):
@@ -117,7 +117,6 @@ def _coco_sample_config(detections=False):
     return config
 
 
-@needs_shared_data
 def test_ground_truth_through_the_result_writer_scores_ap_one():
     evaluator = Evaluator(_coco_sample_config())
     keypoints = np.stack(
@@ -127,14 +126,12 @@ def test_ground_truth_through_the_result_writer_scores_ap_one():
     assert metrics["AP"] == pytest.approx(1.0) and metrics["AR"] == pytest.approx(1.0)
 
 
-@needs_shared_data
 def test_detection_mode_reads_the_detections_file():
     evaluator = Evaluator(_coco_sample_config(detections=True))
     assert len(evaluator.records) == 118
     assert min(r.box_score for r in evaluator.records) < 0.01
 
 
-@needs_shared_data
 def test_crowdpose_metrics_have_the_crowd_levels(tmp_path):
     from test_readers import _crowdpose_file
 
@@ -180,7 +177,6 @@ def test_sharded_inference_on_8_devices_equals_one_device():
     np.testing.assert_array_equal(a[0], b[0])
 
 
-@needs_shared_data
 def test_eval_command_on_the_coco_sample(tmp_path):
     metrics = run_json_command(
         "eval",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from absl import flags
-from conftest import SHARED_DATA, needs_shared_data
+from conftest import DATA_DIR
 
 from efafnet_jax.data.coco_format import read_coco_keypoints
 from efafnet_jax.data.image_store import FileImages, PackedImages, image_store
@@ -132,11 +132,10 @@ def test_unreadable_image_stops_or_becomes_a_zero_weight_sample(dataset, tmp_pat
     assert batch["target_weight"][0].sum() == 0 and batch["target_weight"][1:].sum() > 0
 
 
-@needs_shared_data
 @pytest.mark.parametrize("train", [True, False])
 def test_real_coco_sample_runs_through_the_pipeline(train):
     records, _ = read_coco_keypoints(
-        str(SHARED_DATA / "coco" / "test_coco.json"), str(SHARED_DATA / "coco"), COCO, 0.75
+        str(DATA_DIR / "coco" / "test_coco.json"), str(DATA_DIR / "coco"), COCO, 0.75
     )
     batches, _ = _batches(records, 3, train=train, batch_size=4)
     images = np.concatenate([b["image"] for b in batches])

@@ -8,7 +8,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, SHARED_DATA, needs_shared_data
+from conftest import REPO, DATA_DIR
 
 from efafnet_jax.boxes import read_boxes_file, usable_boxes
 from efafnet_jax.data.records import BadRecordError
@@ -31,10 +31,9 @@ def _predict_with(config: str, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-@needs_shared_data
 @pytest.mark.parametrize("clip", [True, False])
 def test_real_coco_images_with_detections(tmp_path, clip):
-    coco = SHARED_DATA / "coco"
+    coco = DATA_DIR / "coco"
     _predict(
         "--images",
         str(coco),

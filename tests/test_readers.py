@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import scipy.io
-from conftest import SHARED_DATA, needs_shared_data
+from conftest import DATA_DIR
 
 from efafnet_jax.config import load_config
 from efafnet_jax.data.coco_format import read_coco_keypoints, read_detections
@@ -14,11 +14,10 @@ from efafnet_jax.data.keypoints import COCO, CROWDPOSE, MPII, spec_from_config
 from efafnet_jax.data.mpii import headboxes_from_official, read_gt_valid, read_mpii
 from efafnet_jax.data.splits import read_split
 
-COCO_DIR = SHARED_DATA / "coco"
-MPII_DIR = SHARED_DATA / "mpii"
+COCO_DIR = DATA_DIR / "coco"
+MPII_DIR = DATA_DIR / "mpii"
 
 
-@needs_shared_data
 def test_coco_sample_gt_records():
     records, summary = read_coco_keypoints(
         str(COCO_DIR / "test_coco.json"), str(COCO_DIR), COCO, aspect_ratio=0.75
@@ -39,7 +38,6 @@ def test_coco_sample_gt_records():
     assert all(set(np.unique(r.visibility)) <= {0.0, 1.0} for r in records)
 
 
-@needs_shared_data
 def test_coco_sample_detection_records():
     det_file = str(COCO_DIR / "test_coco_det_AP_H_56.json")
     ann_file = str(COCO_DIR / "test_coco.json")
@@ -58,7 +56,6 @@ def test_coco_sample_detection_records():
     np.testing.assert_allclose(extended[0].center, records[0].center, rtol=1e-6)
 
 
-@needs_shared_data
 def test_mpii_sample_records():
     records, _ = read_mpii(str(MPII_DIR / "test_mpii.json"), str(MPII_DIR), MPII)
     assert len(records) == 5
@@ -93,7 +90,6 @@ def _crowdpose_file(tmp_path):
     return path
 
 
-@needs_shared_data
 def test_crowdpose_style_file_reads_without_area(tmp_path):
     path = _crowdpose_file(tmp_path)
     records, _ = read_coco_keypoints(str(path), str(COCO_DIR), CROWDPOSE, 0.75)
@@ -104,7 +100,6 @@ def test_crowdpose_style_file_reads_without_area(tmp_path):
     )
 
 
-@needs_shared_data
 def test_known_dataset_spec_wins_over_the_file_category(tmp_path):
     config = load_config("configs/crowdpose.py")
     config.data.val_ann = str(_crowdpose_file(tmp_path))
@@ -113,7 +108,6 @@ def test_known_dataset_spec_wins_over_the_file_category(tmp_path):
     assert spec is CROWDPOSE and len(records) == 12
 
 
-@needs_shared_data
 def test_custom_spec_from_the_coco_category():
     config = load_config("configs/coco.py")
     config.data.dataset = "my_people"
@@ -162,7 +156,6 @@ def test_gt_valid_headboxes(tmp_path):
     assert gt["joints"].shape == (5, 16, 2)
 
 
-@needs_shared_data
 def test_headboxes_from_the_official_annotation_structure(tmp_path):
     entries = json.loads((MPII_DIR / "test_mpii.json").read_text())
     rect_dtype = [

@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, needs_shared_data
+from conftest import DATA_DIR
 
 from efafnet_jax.data.coco_format import read_coco_keypoints
 from efafnet_jax.data.images import read_image
@@ -17,13 +17,12 @@ CONFIG = SampleConfig(image_size=(192, 256), heatmap_size=(48, 64), sigma=2.0)
 @pytest.fixture(scope="module")
 def person():
     records, _ = read_coco_keypoints(
-        str(SHARED_DATA / "coco" / "test_coco.json"), str(SHARED_DATA / "coco"), COCO, 0.75
+        str(DATA_DIR / "coco" / "test_coco.json"), str(DATA_DIR / "coco"), COCO, 0.75
     )
     record = records[0]
     return record, read_image(record.image_path, record.image_id)
 
 
-@needs_shared_data
 def test_eval_sample_is_the_box_crop_with_targets_at_the_joints(person):
     record, image = person
     sample = make_sample(record, image, COCO, CONFIG, draws=None)
@@ -38,7 +37,6 @@ def test_eval_sample_is_the_box_crop_with_targets_at_the_joints(person):
     np.testing.assert_array_equal(sample.target_weight, record.visibility)
 
 
-@needs_shared_data
 def test_flipped_sample_follows_the_reference_order(person):
     record, image = person
     draws = AugmentDraws(
@@ -62,10 +60,9 @@ def test_flipped_sample_follows_the_reference_order(person):
     assert sample.target[mu[1], mu[0], 5] == 1.0
 
 
-@needs_shared_data
 def test_every_real_person_gives_a_finite_sample(person):
     records, _ = read_coco_keypoints(
-        str(SHARED_DATA / "coco" / "test_coco.json"), str(SHARED_DATA / "coco"), COCO, 0.75
+        str(DATA_DIR / "coco" / "test_coco.json"), str(DATA_DIR / "coco"), COCO, 0.75
     )
     rng = np.random.default_rng(0)
     from efafnet_jax.data.transforms import draw_augmentation
