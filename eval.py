@@ -19,16 +19,19 @@ from absl import flags
 
 from efafnet_jax.cli import define_common_flags, run
 from efafnet_jax.data.splits import read_split
+from efafnet_jax.distributed import maybe_initialize
 from efafnet_jax.evaluation.evaluator import Evaluator
 from efafnet_jax.evaluation.pictures import write_pictures
 from efafnet_jax.models import create_model
+from efafnet_jax.platform import for_this_machine
 from efafnet_jax.weights import load_variables
 
 
 def main(argv):
     del argv
     f = flags.FLAGS
-    config = f.config
+    maybe_initialize()  # several processes: jax.distributed, before any device is used
+    config = for_this_machine(f.config)
     out_dir = f.out or f.workdir
     if not out_dir:
         raise SystemExit("eval.py: give --out DIR (or --workdir)")

@@ -19,17 +19,22 @@ import jax
 from absl import flags
 
 from efafnet_jax.cli import define_common_flags, run
-from efafnet_jax.train.distributed import maybe_initialize
+from efafnet_jax.distributed import maybe_initialize
+from efafnet_jax.platform import for_this_machine
 from efafnet_jax.train.initialization import initial_variables_from_config
 from efafnet_jax.train.loop import train_and_evaluate
-from efafnet_jax.train.quickstart import finish_quickstart, prepare_generated_data
+from efafnet_jax.train.quickstart import (
+    final_evaluation,
+    prepare_generated_data,
+    write_quickstart_report,
+)
 
 
 def main(argv):
     del argv
     start = time.time()
     maybe_initialize()  # before anything touches a device
-    config = flags.FLAGS.config
+    config = for_this_machine(flags.FLAGS.config)
     workdir = flags.FLAGS.workdir or os.path.join("runs", config.name)
     os.makedirs(workdir, exist_ok=True)
     logging.getLogger().setLevel(logging.INFO)
@@ -40,8 +45,10 @@ def main(argv):
     result = train_and_evaluate(config, workdir, initial_variables_from_config(config))
     if result["stopped"]:
         return
-    summary = finish_quickstart(config, workdir, result, time.time() - start)
+    summary, evaluator = final_evaluation(config, workdir, result, time.time() - start)
     if jax.process_index() == 0:
+        if config.name == "quickstart" and evaluator is not None:
+            write_quickstart_report(workdir, summary, evaluator)
         print(json.dumps(summary))
 
 

@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from efafnet_jax.summary import summarize
+from efafnet_jax.models.summary import summarize
 
 # Dense peak TFLOP/s by device name and dtype (vendor datasheets; SXM parts).
 GPU_PEAK_TFLOPS = {
@@ -107,8 +107,8 @@ def torch_synchronize(torch) -> None:
 def random_batch(config: ml_collections.ConfigDict, batch: int, seed: int = 0) -> dict:
     """uint8 crops, targets in [0, 1) and unit weights of the config's sizes."""
     rng = np.random.default_rng(seed)
-    height, width = config.data.image_size
-    map_h, map_w = config.data.heatmap_size
+    height, width = config.data.crop_hw
+    map_h, map_w = config.data.heatmap_hw
     joints = config.model.num_joints
     return {
         "image": rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8),

@@ -35,15 +35,15 @@ import numpy as np
 from absl import flags
 
 from efafnet_jax.cli import run
+from efafnet_jax.data.codec import decode
 from efafnet_jax.data.keypoints import COCO
 from efafnet_jax.data.records import PersonRecord
 from efafnet_jax.data.transforms import affine_matrix, affine_points, box_to_center_scale
 from efafnet_jax.evaluation.coco_metric import keypoint_ap
-from efafnet_jax.evaluation.decode import decode_heatmaps
 from efafnet_jax.evaluation.nms import oks_nms, rescore
 
 IMAGE_SIZE = (640, 480)  # width, height
-HEATMAP_SIZE = (48, 64)  # width, height of a 256x192 crop's heatmaps
+HEATMAP_HW = (64, 48)  # the heatmaps of a 256x192 crop
 ASPECT_RATIO = 192 / 256
 SIGMA = 2.0
 CHUNK = 1024  # detections per generated heatmap block: ~200 MB of float32
@@ -134,11 +134,12 @@ def _detection(
         h * np.exp(rng.normal(0, jitter)),
     ]
     center, scale = box_to_center_scale(jittered, ASPECT_RATIO)
-    peaks = affine_points(joints, affine_matrix(center, scale, 0.0, HEATMAP_SIZE))
+    peaks = affine_points(joints, affine_matrix(center, scale, 0.0, HEATMAP_HW))
     peaks += rng.normal(0, kind.peak_noise, peaks.shape)
     k = len(joints)
-    peaks[~visible] = rng.uniform([0, 0], HEATMAP_SIZE, (k, 2))[~visible]
-    peaks = np.clip(peaks, 0, np.subtract(HEATMAP_SIZE, 1))
+    map_wh = HEATMAP_HW[::-1]  # peaks are (x, y)
+    peaks[~visible] = rng.uniform([0, 0], map_wh, (k, 2))[~visible]
+    peaks = np.clip(peaks, 0, np.subtract(map_wh, 1))
     heights = np.where(visible, rng.uniform(*kind.joint_score, k), rng.uniform(0.05, 0.3, k))
     return rng.uniform(*kind.box_score), center, scale, peaks, heights
 
@@ -215,7 +216,7 @@ def synthetic_heatmaps(
 ) -> np.ndarray:
     """[n, 64, 48, K] float32: a Gaussian of height `amplitudes` ([n, K]) at each of `peaks`
     (heatmap pixels, [n, K, 2]), plus N(0, 0.01) noise."""
-    w, h = HEATMAP_SIZE
+    h, w = HEATMAP_HW
     peaks = peaks.astype(np.float32)
     two_var = np.float32(2 * SIGMA**2)
     gx = np.exp(-((np.arange(w, dtype=np.float32)[:, None] - peaks[:, None, :, 0]) ** 2) / two_var)
@@ -249,7 +250,7 @@ def measure(rng: np.random.Generator, case: Case) -> tuple[dict[str, float], lis
         part = slice(start, start + CHUNK)
         heatmaps = synthetic_heatmaps(rng, case.peaks[part], case.amplitudes[part])
         with _timed(seconds, "decode"):
-            keypoints[part, :, :2], keypoints[part, :, 2] = decode_heatmaps(
+            keypoints[part, :, :2], keypoints[part, :, 2] = decode(
                 heatmaps, centers[part], scales[part], post_process=True
             )
         del heatmaps  # let the next block reuse the memory

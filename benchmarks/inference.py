@@ -34,17 +34,19 @@ from benchmarks.common import (  # noqa: E402
 )
 from efafnet_jax.cli import define_common_flags, run  # noqa: E402
 from efafnet_jax.data.keypoints import spec_from_config  # noqa: E402
-from efafnet_jax.evaluation.inference import data_mesh, global_batch, make_heatmap_fn  # noqa: E402
-from efafnet_jax.interop.to_torch import torch_model  # noqa: E402
+from efafnet_jax.evaluation.heatmaps import make_heatmap_fn  # noqa: E402
+from efafnet_jax.interop.torch_reference import torch_model  # noqa: E402
 from efafnet_jax.models import create_model  # noqa: E402
+from efafnet_jax.platform import for_this_machine  # noqa: E402
+from efafnet_jax.sharding import data_mesh, global_batch  # noqa: E402
 from efafnet_jax.weights import initial_variables  # noqa: E402
 
 
 def jax_runner(config, images: np.ndarray, variables: dict, flip_test: bool):
     model = create_model(config.model)
     mesh = data_mesh()
-    pairs = spec_from_config(config.data).flip_pairs
-    heatmaps = make_heatmap_fn(model, pairs, flip_test, True, mesh)
+    spec = spec_from_config(config.data)
+    heatmaps = make_heatmap_fn(model, spec, config.data.sigma, flip_test, True, mesh)
     crops = global_batch(mesh, images)
     variables = jax.device_put(variables)
 
@@ -64,10 +66,7 @@ def torch_runner(
     mean = torch.tensor(config.model.mean, device=device).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(config.model.std, device=device).view(1, 3, 1, 1) * 255.0
     crops = torch.from_numpy(images).to(device).permute(0, 3, 1, 2)
-    perm = np.arange(config.model.num_joints)
-    for a, b in spec_from_config(config.data).flip_pairs:
-        perm[a], perm[b] = b, a
-    perm = torch.from_numpy(perm).to(device)
+    perm = torch.from_numpy(spec_from_config(config.data).flip_permutation()).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
     def run_once():
@@ -95,7 +94,7 @@ def benchmark(
     peak: float | None = None,
 ) -> dict:
     """crops/s of both sides, with and without the flip test."""
-    config = config.copy_and_resolve_references()
+    config = for_this_machine(config)
     config.model.dtype = dtype
     variables = initial_variables(create_model(config.model), config)
     images = random_batch(config, batch)["image"]

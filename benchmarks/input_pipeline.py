@@ -69,7 +69,7 @@ def measure(records: list[PersonRecord], repeats: int, rounds: int, images: str)
     source = SampleSource(
         records,
         COCO,
-        SampleConfig((192, 256), (48, 64)),
+        SampleConfig(crop_hw=(256, 192), heatmap_hw=(64, 48)),
         FileImages(),
         seed=0,
         train=True,

@@ -21,7 +21,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import torch  # noqa: E402
 from absl import flags  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     alternate,
@@ -34,9 +33,10 @@ from benchmarks.common import (  # noqa: E402
     torch_synchronize,
 )
 from efafnet_jax.cli import define_common_flags, run  # noqa: E402
-from efafnet_jax.evaluation.inference import data_mesh, global_batch  # noqa: E402
-from efafnet_jax.interop.to_torch import torch_model  # noqa: E402
+from efafnet_jax.interop.torch_reference import torch_model  # noqa: E402
 from efafnet_jax.models import create_model  # noqa: E402
+from efafnet_jax.platform import for_this_machine  # noqa: E402
+from efafnet_jax.sharding import data_mesh, global_batch, replicated  # noqa: E402
 from efafnet_jax.train.optim import learning_rate_schedule, make_optimizer  # noqa: E402
 from efafnet_jax.train.state import TrainState  # noqa: E402
 from efafnet_jax.train.step import BATCH_KEYS, make_train_step  # noqa: E402
@@ -48,12 +48,16 @@ def jax_runner(config, batch: dict, variables: dict):
     model = create_model(config.model)
     schedule = learning_rate_schedule(config.train, 1000, config.train.batch_size)
     mesh = data_mesh()
-    replicated = NamedSharding(mesh, PartitionSpec())
+    state_sharding = replicated(mesh)
     state = jax.device_put(
-        TrainState.create(variables, make_optimizer(config.train, schedule)), replicated
+        TrainState.create(variables, make_optimizer(config.train, schedule)), state_sharding
     )
     step = make_train_step(
-        model, config.train, schedule, mesh, jax.tree_util.tree_map(lambda _: replicated, state)
+        model,
+        config.train,
+        schedule,
+        mesh,
+        jax.tree_util.tree_map(lambda _: state_sharding, state),
     )
     arrays = {k: global_batch(mesh, batch[k]) for k in BATCH_KEYS}
     holder = {"state": state}
@@ -113,7 +117,7 @@ def benchmark(
     peak: float | None = None,
 ) -> dict:
     """img/s of both train steps, their time ratio, and MFU."""
-    config = config.copy_and_resolve_references()
+    config = for_this_machine(config)
     config.train.batch_size = batch_size
     config.model.dtype = dtype
     variables = initial_variables(create_model(config.model), config)

@@ -35,6 +35,7 @@ def get_config(spec=None):
     t.learning_rate = 3e-3
     t.decay_epochs = (12, 14)
     t.loss = "spatial_softmax"  # the quickstart's alternative to the paper's MSE/OHKM
+    m.heatmap_activation = "spatial_softmax"  # what that loss trains the outputs to be
     t.log_every_steps = 20
     t.checkpoint_every_steps = 200
     t.eval_every_epochs = 0  # the final evaluation only

@@ -100,6 +100,11 @@ def model_config(variant: str, depth: int, num_joints: int) -> ml_collections.Co
     m.std = IMAGENET_STD
     m.dtype = "float32"
     m.param_dtype = "float32"
+    # "auto": the entry points pick "cpu_gemm" or "xla" for the platform they run on
+    # (efafnet_jax.platform.resolve_conv_impl); see models/kernels.py.
+    m.conv_impl = "auto"
+    # How outputs become heatmaps: "identity" (MSE/OHKM-trained) or "spatial_softmax".
+    m.heatmap_activation = "identity"
     return m
 
 
@@ -151,7 +156,7 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
     # region in a (height, width) buffer. 640 x 640 holds any COCO image whole; larger
     # regions are shrunk by an integer factor (efafnet_jax/data/region.py).
     d.device_augment = False
-    d.device_buffer = (640, 640)
+    d.device_buffer_hw = (640, 640)
     d.keypoints = ml_collections.ConfigDict()  # a custom keypoint set (data/keypoints.py)
     d.augment = ml_collections.ConfigDict(
         dict(
@@ -216,8 +221,8 @@ def build_config(
     config.name = f"{dataset}_{variant}_r{depth}_{height}x{width}"
     config.model = model_config(variant, depth, num_joints)
     config.data = data_config(dataset)
-    config.data.image_size = (height, width)
-    config.data.heatmap_size = (height // HEATMAP_STRIDE, width // HEATMAP_STRIDE)
+    config.data.crop_hw = (height, width)
+    config.data.heatmap_hw = (height // HEATMAP_STRIDE, width // HEATMAP_STRIDE)
     # SimpleBaseline's sigma 2 (its 70.4 AP used it); the paper says 1 pixel.
     config.data.sigma = sigma
     config.train = train_config(variant)

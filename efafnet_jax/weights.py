@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-CHECKPOINT_DIR = "checkpoints"  # <workdir>/checkpoints/<step>/state, as training writes
+from efafnet_jax.train.checkpoint import CHECKPOINT_DIR
 
 
 def initial_variables(model, config: ml_collections.ConfigDict, seed: int = 0) -> dict:
-    height, width = config.data.image_size
+    height, width = config.data.crop_hw
     return model.init(jax.random.key(seed), jnp.zeros((1, height, width, 3), jnp.uint8))
 
 

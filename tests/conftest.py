@@ -34,3 +34,12 @@ def run_json_command(*args: str) -> dict:
 
 # Real COCO and MPII samples (mmpose's tests/data; provenance and licences beside them).
 DATA_DIR = REPO / "tests" / "data"
+
+
+def load_test_config(path_and_spec: str, conv_impl: str = "xla"):
+    """`load_config` with the convolution form chosen here, as an entry point would."""
+    from efafnet_jax.config import load_config
+
+    config = load_config(path_and_spec)
+    config.model.conv_impl = conv_impl
+    return config

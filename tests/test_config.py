@@ -5,6 +5,7 @@ from conftest import CONFIG_DIR
 
 from efafnet_jax.config import VARIANTS, load_config, parse_spec
 from efafnet_jax.models import create_model
+from efafnet_jax.platform import for_this_machine, resolve_conv_impl
 
 CONFIG_FILES = sorted(p.name for p in CONFIG_DIR.glob("*.py"))
 
@@ -12,10 +13,15 @@ CONFIG_FILES = sorted(p.name for p in CONFIG_DIR.glob("*.py"))
 @pytest.mark.parametrize("name", CONFIG_FILES)
 def test_every_config_file_builds_a_model(name):
     config = load_config(str(CONFIG_DIR / name))
+    assert config.model.conv_impl == "auto"
+    with pytest.raises(ValueError, match="resolved by the entry points"):
+        create_model(config.model)
+    config = for_this_machine(config)
+    assert config.model.conv_impl == "cpu_gemm"  # the tests run on CPU
     model = create_model(config.model)
     assert model.num_joints == config.model.num_joints
-    height, width = config.data.image_size
-    assert config.data.heatmap_size == (height // 4, width // 4)
+    height, width = config.data.crop_hw
+    assert config.data.heatmap_hw == (height // 4, width // 4)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -25,14 +31,14 @@ def test_coco_spec_sets_variant_depth_and_size(variant, size, depth):
     config = load_config(f"{CONFIG_DIR / 'coco.py'}:{variant},{depth},{size}")
     assert config.model.variant == variant
     assert config.model.depth == int(depth[1:])
-    assert config.data.image_size == tuple(int(v) for v in size.split("x"))
+    assert config.data.crop_hw == tuple(int(v) for v in size.split("x"))
     for switch, value in VARIANTS[variant].items():
         assert config.model[switch] == value
 
 
 def test_default_spec_is_efafnet_r50_256x192():
     config = load_config(str(CONFIG_DIR / "coco.py"))
-    assert (config.model.variant, config.model.depth, config.data.image_size) == (
+    assert (config.model.variant, config.model.depth, config.data.crop_hw) == (
         "efafnet",
         50,
         (256, 192),
@@ -43,7 +49,7 @@ def test_default_spec_is_efafnet_r50_256x192():
 def test_dataset_joint_counts():
     assert load_config(str(CONFIG_DIR / "crowdpose.py")).model.num_joints == 14
     mpii = load_config(str(CONFIG_DIR / "mpii.py"))
-    assert mpii.model.num_joints == 16 and mpii.data.image_size == (256, 256)
+    assert mpii.model.num_joints == 16 and mpii.data.crop_hw == (256, 256)
 
 
 def test_spec_parts_in_any_order():
@@ -70,3 +76,17 @@ def test_input_size_must_fit_backbone_stride():
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.py"):
         load_config(str(tmp_path / "nope.py"))
+
+
+def test_conv_impl_auto_resolves_by_backend_and_keeps_explicit_choices():
+    assert resolve_conv_impl("auto", "cpu") == "cpu_gemm"
+    assert resolve_conv_impl("auto", "gpu") == resolve_conv_impl("auto", "tpu") == "xla"
+    assert resolve_conv_impl("xla", "cpu") == "xla"
+    assert resolve_conv_impl("cpu_gemm", "gpu") == "cpu_gemm"
+
+
+def test_unknown_model_config_key_is_named():
+    config = for_this_machine(load_config(str(CONFIG_DIR / "tiny.py")))
+    config.model.deconv_layerz = 2
+    with pytest.raises(ValueError, match="deconv_layerz"):
+        create_model(config.model)

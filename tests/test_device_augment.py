@@ -4,18 +4,18 @@ import cv2
 import jax
 import numpy as np
 import pytest
-from conftest import DATA_DIR
+from conftest import DATA_DIR, load_test_config
 
 from efafnet_jax.data.coco_format import read_coco_keypoints
-from efafnet_jax.data.device_warp import device_batch, gaussian_targets, warp_crops
+from efafnet_jax.data.codec import encode, encode_on_device
+from efafnet_jax.data.device_warp import device_batch, warp_crops
 from efafnet_jax.data.images import read_image
 from efafnet_jax.data.keypoints import COCO
 from efafnet_jax.data.region import region_sample
 from efafnet_jax.data.sample import SampleConfig, make_sample
-from efafnet_jax.data.targets import gaussian_targets as host_targets
 from efafnet_jax.data.transforms import draw_augmentation
 
-CONFIG = SampleConfig(image_size=(192, 256), heatmap_size=(48, 64), sigma=2.0)
+CONFIG = SampleConfig(crop_hw=(256, 192), heatmap_hw=(64, 48), sigma=2.0)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def _both_paths(records, images, buffer, seeds=range(6)):
             host.append(make_sample(record, bgr, COCO, CONFIG, draws, swap_red_blue=True))
             device.append(region_sample(record, bgr, COCO, CONFIG, draws, buffer))
     batch = {k: np.stack([d[k] for d in device]) for k in device[0]}
-    out = jax.jit(lambda b: device_batch(b, CONFIG.image_size, CONFIG.heatmap_size, CONFIG.sigma))(
+    out = jax.jit(lambda b: device_batch(b, CONFIG.crop_hw, CONFIG.heatmap_hw, CONFIG.sigma))(
         {k: batch[k] for k in ("source", "to_source", "joints", "visibility")}
     )
     return host, {k: np.asarray(v) for k, v in out.items()}
@@ -82,9 +82,9 @@ def test_device_targets_equal_the_host_targets_at_the_edges():
     )
     visibility = (rng.uniform(size=len(joints)) > 0.2).astype(np.float32)
     for sigma in (2.0, 1.5, 3.0):
-        expected, expected_weight = host_targets(joints, visibility, (192, 256), (48, 64), sigma)
-        target, weight = gaussian_targets(
-            joints[None].astype(np.float32), visibility[None], (192, 256), (48, 64), sigma
+        expected, expected_weight = encode(joints, visibility, (256, 192), (64, 48), sigma)
+        target, weight = encode_on_device(
+            joints[None].astype(np.float32), visibility[None], (256, 192), (64, 48), sigma
         )
         np.testing.assert_allclose(np.asarray(target)[0], expected, atol=1e-6)
         np.testing.assert_array_equal(np.asarray(weight)[0], expected_weight)
@@ -93,7 +93,7 @@ def test_device_targets_equal_the_host_targets_at_the_edges():
 def test_warp_with_an_identity_matrix_copies_and_zero_pads():
     source = np.random.default_rng(1).integers(0, 256, (1, 6, 5, 3), dtype=np.uint8)
     shift = np.array([[[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]]], np.float32)  # crop (x, y) <- (x+2, y+1)
-    crops = np.asarray(warp_crops(source, shift, (4, 6)))
+    crops = np.asarray(warp_crops(source, shift, (6, 4)))
     np.testing.assert_array_equal(crops[0, :5, :3], source[0, 1:, 2:])
     assert not crops[0, 5:].any() and not crops[0, :, 3:].any()
 
@@ -103,18 +103,17 @@ def test_training_with_device_augmentation_follows_the_host_path(tmp_path):
 
     from conftest import CONFIG_DIR
 
-    from efafnet_jax.config import load_config
     from efafnet_jax.data.synthetic import generate
     from efafnet_jax.train.loop import train_and_evaluate
 
     paths = generate(str(tmp_path / "data"), train=8, val=1, seed=4)
     losses = {}
     for on_device in (False, True):
-        config = load_config(f"{CONFIG_DIR / 'tiny.py'}:efafnet,64x64")
+        config = load_test_config(f"{CONFIG_DIR / 'tiny.py'}:efafnet,64x64")
         d, t = config.data, config.train
         d.train_ann, d.train_images = paths["train"], str(tmp_path / "data" / "images" / "train")
         d.val_ann = ""
-        d.device_augment, d.device_buffer = on_device, (320, 320)
+        d.device_augment, d.device_buffer_hw = on_device, (320, 320)
         t.batch_size, t.epochs, t.workers, t.log_every_steps, t.eval_every_epochs = 8, 2, 0, 1, 0
         workdir = tmp_path / f"run_{on_device}"
         train_and_evaluate(config, str(workdir))

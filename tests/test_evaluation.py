@@ -6,18 +6,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CONFIG_DIR, DATA_DIR, run_json_command
+from conftest import CONFIG_DIR, DATA_DIR, load_test_config, run_json_command
 from reference_loops import final_preds_loop
 
-from efafnet_jax.config import load_config
+from efafnet_jax.data.codec import decode, flip_back
 from efafnet_jax.data.keypoints import COCO
 from efafnet_jax.data.transforms import affine_matrix
-from efafnet_jax.evaluation.decode import decode_heatmaps, flip_back
 from efafnet_jax.evaluation.evaluator import Evaluator
-from efafnet_jax.evaluation.inference import data_mesh, global_batch, local_rows, make_heatmap_fn
+from efafnet_jax.evaluation.heatmaps import make_heatmap_fn
 from efafnet_jax.evaluation.mpii_metric import pckh
 from efafnet_jax.evaluation.nms import oks, oks_nms, rescore, soft_oks_nms
 from efafnet_jax.models import create_model
+from efafnet_jax.sharding import data_mesh, global_batch, local_rows
 
 COCO_DIR = DATA_DIR / "coco"
 
@@ -35,12 +35,13 @@ def test_decode_matches_the_reference_procedure():
     heatmaps[0, ..., 4] = -0.1  # a joint whose maximum is <= 0: coordinate (0, 0)
     centers = rng.uniform(100, 300, size=(3, 2))
     scales = rng.uniform(0.5, 2.0, size=(3, 2))
-    coords, scores = decode_heatmaps(heatmaps, centers, scales)
+    coords, scores = decode(heatmaps, centers, scales)
     ref, ref_scores = final_preds_loop(
         heatmaps.transpose(0, 3, 1, 2),
         centers,
         scales,
-        lambda c, s, size: affine_matrix(c, s, 0.0, size, inverse=True),
+        # The reference loop passes HRNet's (width, height); the package takes (h, w).
+        lambda c, s, size: affine_matrix(c, s, 0.0, size[::-1], inverse=True),
     )
     np.testing.assert_allclose(coords, ref, atol=1e-3)
     np.testing.assert_allclose(scores, ref_scores)
@@ -49,7 +50,7 @@ def test_decode_matches_the_reference_procedure():
 def test_quarter_offset_moves_toward_the_higher_neighbour():
     heatmaps = _gaussian_maps([(20.3, 30.0), (1.0, 30.0)])[None]
     # Identity-like mapping: scale so that 48 heatmap px = 48 image px, centred at 24, 32.
-    coords, _ = decode_heatmaps(heatmaps, np.array([[24.0, 32.0]]), np.array([[0.24, 0.32]]))
+    coords, _ = decode(heatmaps, np.array([[24.0, 32.0]]), np.array([[0.24, 0.32]]))
     np.testing.assert_allclose(coords[0, 0], [20.25, 30.0], atol=1e-4)
     np.testing.assert_allclose(coords[0, 1], [1.0, 30.0], atol=1e-4)  # px = 1: no offset
 
@@ -58,12 +59,12 @@ def test_flip_back_swaps_pairs_mirrors_and_shifts_one_pixel():
     maps = np.zeros((1, 2, 5, 17), np.float32)
     maps[0, 0, 1, 1] = 1.0  # left eye at x = 1 in the mirrored crop
     maps[0, 1, 4, 0] = 7.0  # nose at the mirrored crop's last column
-    out = np.asarray(flip_back(jnp.asarray(maps), COCO.flip_pairs))
+    out = np.asarray(flip_back(jnp.asarray(maps), COCO.flip_permutation()))
     # Mirror: x = 1 -> 3; becomes the right eye; shift right: x = 4.
     assert out[0, 0, 4, 2] == 1.0 and out[0, 0, :, 1].max() == 0
     # x = 4 -> 0 after mirroring; the shift copies column 0 into 1 and keeps column 0.
     assert out[0, 1, 0, 0] == 7.0 and out[0, 1, 1, 0] == 7.0
-    unshifted = np.asarray(flip_back(jnp.asarray(maps), COCO.flip_pairs, shift=False))
+    unshifted = np.asarray(flip_back(jnp.asarray(maps), COCO.flip_permutation(), shift=False))
     assert unshifted[0, 0, 3, 2] == 1.0
 
 
@@ -109,7 +110,7 @@ def test_pckh_hand_case():
 
 
 def _coco_sample_config(detections=False):
-    config = load_config(f"{CONFIG_DIR / 'tiny.py'}:sbn,128x96")
+    config = load_test_config(f"{CONFIG_DIR / 'tiny.py'}:sbn,128x96")
     config.data.val_ann = str(COCO_DIR / "test_coco.json")
     config.data.val_images = str(COCO_DIR)
     config.data.val_detections = str(COCO_DIR / "test_coco_det_AP_H_56.json") if detections else ""
@@ -135,7 +136,7 @@ def test_detection_mode_reads_the_detections_file():
 def test_crowdpose_metrics_have_the_crowd_levels(tmp_path):
     from test_readers import _crowdpose_file
 
-    config = load_config(f"{CONFIG_DIR / 'crowdpose.py'}")
+    config = load_test_config(f"{CONFIG_DIR / 'crowdpose.py'}")
     config.data.val_ann = str(_crowdpose_file(tmp_path))
     config.data.val_images = str(COCO_DIR)
     evaluator = Evaluator(config)
@@ -158,23 +159,94 @@ def test_crowdpose_metrics_have_the_crowd_levels(tmp_path):
 
 
 def test_sharded_inference_on_8_devices_equals_one_device():
+    """float64, so that the 8-device and one-device heatmaps agree to rounding and the
+    decoded keypoints (argmax, quarter offset, scores) must be identical."""
     assert jax.device_count() == 8, "tests run with 8 fake CPU devices (tests/conftest.py)"
-    config = load_config(f"{CONFIG_DIR / 'tiny.py'}:efafnet,64x64")
-    model = create_model(config.model)
+    config = load_test_config(f"{CONFIG_DIR / 'tiny.py'}:efafnet,64x64")
     images = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
-    variables = model.init(jax.random.key(0), jnp.asarray(images[:1]))
+    centers = np.random.default_rng(1).uniform(20, 40, (16, 2))
+    scales = np.full((16, 2), 0.32)
     outputs = []
-    for devices in (jax.devices(), jax.devices()[:1]):
-        mesh = data_mesh(devices)
-        fn = make_heatmap_fn(model, COCO.flip_pairs, True, True, mesh)
-        outputs.append(local_rows(fn(variables, global_batch(mesh, images))))
+    with jax.enable_x64(True):
+        config.model.dtype = config.model.param_dtype = "float64"
+        model = create_model(config.model)
+        variables = model.init(jax.random.key(0), jnp.asarray(images[:1]))
+        for devices in (jax.devices(), jax.devices()[:1]):
+            mesh = data_mesh(devices)
+            fn = make_heatmap_fn(model, COCO, 2.0, True, True, mesh)
+            outputs.append(local_rows(fn(variables, global_batch(mesh, images))))
     sharded, single = outputs
-    assert sharded.shape == single.shape == (16, 16, 16, 17)
-    scale = np.abs(single).max()
-    assert np.abs(sharded - single).max() <= 1e-5 * scale
-    centers, scales = np.full((16, 2), 32.0), np.full((16, 2), 0.32)
-    a, b = decode_heatmaps(single, centers, scales), decode_heatmaps(single.copy(), centers, scales)
-    np.testing.assert_array_equal(a[0], b[0])
+    assert sharded.dtype == np.float64 and sharded.shape == single.shape == (16, 16, 16, 17)
+    assert np.abs(sharded - single).max() <= 1e-12 * np.abs(single).max()
+    # Decoding runs in float32 (as the reference's); identical inputs decode identically.
+    coords_sharded, scores_sharded = decode(sharded.astype(np.float32), centers, scales)
+    coords_single, scores_single = decode(single.astype(np.float32), centers, scales)
+    np.testing.assert_allclose(coords_sharded, coords_single, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(scores_sharded, scores_single, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def spatial_softmax_run(tmp_path_factory):
+    """A tiny model trained 2 steps with the spatial-softmax loss; its config and workdir."""
+    from efafnet_jax.data.synthetic import generate
+    from efafnet_jax.train.loop import train_and_evaluate
+
+    root = tmp_path_factory.mktemp("softmax")
+    paths = generate(str(root / "data"), train=8, val=2, seed=3)
+    config = load_test_config(f"{CONFIG_DIR / 'tiny.py'}:efafnet,64x64")
+    d, t = config.data, config.train
+    d.train_ann, d.train_images = paths["train"], str(root / "data" / "images" / "train")
+    d.val_ann, d.val_images = paths["val"], str(root / "data" / "images" / "val")
+    d.val_detections = ""
+    t.batch_size, t.epochs, t.workers, t.eval_every_epochs = 8, 2.0, 0, 0
+    t.loss, config.model.heatmap_activation = "spatial_softmax", "spatial_softmax"
+    config.eval.batch_size = 8
+    train_and_evaluate(config, str(root / "run"))
+    return config, str(root / "run")
+
+
+def test_decoding_reads_the_activation_from_the_model_not_the_training_loss(
+    spatial_softmax_run,
+):
+    from efafnet_jax.weights import latest_checkpoint, restore_variables
+
+    trained_with, workdir = spatial_softmax_run
+    variables = restore_variables(latest_checkpoint(workdir))
+
+    def keypoints(config):
+        return Evaluator(config).predict(create_model(config.model), variables, progress=False)
+
+    mse_config = trained_with.copy_and_resolve_references()
+    mse_config.train.loss = "mse"
+    expected = keypoints(trained_with)
+    np.testing.assert_array_equal(keypoints(mse_config), expected)
+    # The control: read as raw heatmaps, the same outputs give other keypoint scores.
+    identity_config = trained_with.copy_and_resolve_references()
+    identity_config.model.heatmap_activation = "identity"
+    assert np.abs(keypoints(identity_config)[..., 2] - expected[..., 2]).max() > 0.01
+
+
+def test_periodic_validations_compile_the_heatmap_function_once(spatial_softmax_run):
+    from efafnet_jax.weights import latest_checkpoint, restore_variables
+
+    config, workdir = spatial_softmax_run
+    evaluator = Evaluator(config)
+    model = create_model(config.model)
+    variables = restore_variables(latest_checkpoint(workdir))
+    first = evaluator.predict(model, variables, progress=False)
+    second = evaluator.predict(model, variables, progress=False)
+    np.testing.assert_array_equal(first, second)
+    assert evaluator.heatmap_fn(model, data_mesh())._cache_size() == 1
+
+
+def test_a_loss_that_does_not_fit_the_model_activation_is_refused():
+    from efafnet_jax.train.losses import check_loss_fits_model
+
+    with pytest.raises(ValueError, match="model.heatmap_activation='spatial_softmax'"):
+        check_loss_fits_model("spatial_softmax", "identity")
+    with pytest.raises(ValueError, match="model.heatmap_activation='identity'"):
+        check_loss_fits_model("mse", "spatial_softmax")
+    check_loss_fits_model("ohkm", "identity")
 
 
 def test_eval_command_on_the_coco_sample(tmp_path):

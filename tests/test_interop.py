@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CONFIG_DIR, run_json_command
+from conftest import CONFIG_DIR, load_test_config, run_json_command
 
-from efafnet_jax.config import VARIANTS, load_config
+from efafnet_jax.config import VARIANTS
 from efafnet_jax.models import create_model
 
 torch = pytest.importorskip("torch", reason="the torch extra is not installed")
@@ -22,12 +22,12 @@ from efafnet_jax.interop.torch_reference import TorchPoseNet  # noqa: E402
 
 
 def _tiny(spec):
-    return load_config(f"{CONFIG_DIR / 'tiny.py'}:{spec}")
+    return load_test_config(f"{CONFIG_DIR / 'tiny.py'}:{spec}")
 
 
 def _flax_variables(config, seed=0):
     model = create_model(config.model)
-    height, width = config.data.image_size
+    height, width = config.data.crop_hw
     return model, model.init(jax.random.key(seed), jnp.zeros((1, height, width, 3), jnp.uint8))
 
 
@@ -123,7 +123,7 @@ def _simple_baseline_keys(blocks, num_deconv=3):
 
 
 def test_sbn_keys_are_simple_baseline_pose_resnet_keys():
-    config = load_config(f"{CONFIG_DIR / 'coco.py'}:sbn,r50,256x192")
+    config = load_test_config(f"{CONFIG_DIR / 'coco.py'}:sbn,r50,256x192")
     reference = TorchPoseNet(config.model)
     assert set(reference.state_dict()) == _simple_baseline_keys((3, 4, 6, 3))
     shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
@@ -257,7 +257,7 @@ def test_compare_command_json_and_checkpoint(tmp_path):
 def test_full_size_efafnet_r50_float64_parity():
     """ResNet-50 EFAFNet at 256x192: the whole network, both modes, all gradients."""
     result = compare(
-        load_config(f"{CONFIG_DIR / 'coco.py'}:efafnet,r50,256x192"), batch=1, dtype="float64"
+        load_test_config(f"{CONFIG_DIR / 'coco.py'}:efafnet,r50,256x192"), batch=1, dtype="float64"
     )
     assert result["max_rel_err_forward"] < 1e-10
     assert result["max_rel_err_grad"] < 1e-8

@@ -4,19 +4,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CONFIG_DIR
+from conftest import CONFIG_DIR, load_test_config
 
-from efafnet_jax.config import VARIANTS, load_config
+from efafnet_jax.config import VARIANTS
 from efafnet_jax.models import create_model
 
 
 def _tiny(spec):
-    return load_config(f"{CONFIG_DIR / 'tiny.py'}:{spec}")
+    return load_test_config(f"{CONFIG_DIR / 'tiny.py'}:{spec}")
 
 
 def _init(config, batch=2, seed=0):
     model = create_model(config.model)
-    height, width = config.data.image_size
+    height, width = config.data.crop_hw
     images = jax.random.randint(
         jax.random.key(seed), (batch, height, width, 3), 0, 256, jnp.int32
     ).astype(jnp.uint8)
@@ -29,7 +29,7 @@ def _init(config, batch=2, seed=0):
 def test_heatmap_shape_every_variant_and_size(variant, size):
     config = _tiny(f"{variant},{size}")
     model, variables, images = _init(config)
-    height, width = config.data.image_size
+    height, width = config.data.crop_hw
     out = model.apply(variables, images, train=False)
     assert out.shape == (2, height // 4, width // 4, 17)
     assert out.dtype == jnp.float32
@@ -87,13 +87,37 @@ def test_bad_fsm_arrangement_is_named():
         _init(config, batch=1)
 
 
-def test_aux_supervision_sows_a_conv2_heatmap():
+def test_aux_supervision_sows_a_conv2_heatmap_that_the_loss_uses():
+    from efafnet_jax.train.losses import heatmap_loss
+    from efafnet_jax.train.step import loss_and_gradients
+
     config = _tiny("efafnet")
     config.model.fusion.aux_supervision = True
     model, variables, images = _init(config)
-    out, state = model.apply(variables, images, mutable=["intermediates"])
+    out, state = model.apply(
+        variables, images, train=True, mutable=["intermediates", "batch_stats"]
+    )
     (aux,) = state["intermediates"]["aux_heatmaps"]
     assert aux.shape == out.shape
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": images,
+        "target": rng.uniform(size=out.shape).astype(np.float32),
+        "target_weight": np.ones(out.shape[::3], np.float32),
+    }
+    t = config.train
+    main, side = (
+        float(heatmap_loss(maps, batch["target"], batch["target_weight"], t.loss, t.ohkm_top_k))
+        for maps in (out, aux)
+    )
+    for aux_weight in (0.5, 0.0):
+        t.aux_loss_weight = aux_weight
+        loss, _, grads = loss_and_gradients(
+            variables["params"], variables["batch_stats"], batch, model=model, train=t
+        )
+        np.testing.assert_allclose(float(loss), main + aux_weight * side, rtol=1e-6)
+        aux_grad = np.abs(np.asarray(grads["aux_conv2"]["kernel"])).max()
+        assert (aux_grad > 0) == (aux_weight > 0)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_output():

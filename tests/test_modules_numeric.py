@@ -8,7 +8,7 @@ import pytest
 from efafnet_jax.models.bottleneck import Bottleneck, fam_split_width
 from efafnet_jax.models.fsm import FeatureSelection
 from efafnet_jax.models.heads import DUCHead, depth_to_space
-from efafnet_jax.models.layers import batch_norm
+from efafnet_jax.models.layers import LayerSettings, batch_norm
 
 
 def _sigmoid(x):
@@ -169,7 +169,7 @@ def test_batchnorm_matches_pytorch_semantics():
     """Direct (not E[x^2]-E[x]^2) batch variance; running var updated with the unbiased one."""
     x64 = 1000.0 + np.random.default_rng(3).normal(size=(16, 2, 2, 4))
     x = jnp.asarray(x64, jnp.float32)
-    bn = batch_norm(True, dtype=jnp.float32, param_dtype=jnp.float32)
+    bn = batch_norm(True, layers=LayerSettings())
     variables = bn.init(jax.random.key(0), x)
     out, state = bn.apply(variables, x, mutable=["batch_stats"])
     flat = x64.reshape(-1, 4)
@@ -179,7 +179,7 @@ def test_batchnorm_matches_pytorch_semantics():
     np.testing.assert_allclose(state["batch_stats"]["mean"], 0.1 * flat.mean(axis=0), rtol=1e-5)
     expected = (x64 - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5)
     np.testing.assert_allclose(out, expected, atol=2e-3)
-    eval_bn = batch_norm(False, dtype=jnp.float32, param_dtype=jnp.float32)
+    eval_bn = batch_norm(False, layers=LayerSettings())
     np.testing.assert_allclose(
         eval_bn.apply(variables, x), (x64 - 0.0) / np.sqrt(1 + 1e-5), rtol=1e-6
     )

@@ -13,7 +13,7 @@ from efafnet_jax.data.pipeline import HostShard, build_pipeline
 from efafnet_jax.data.sample import SampleConfig
 from efafnet_jax.data.synthetic import generate
 
-CONFIG = SampleConfig(image_size=(96, 128), heatmap_size=(24, 32))
+CONFIG = SampleConfig(crop_hw=(128, 96), heatmap_hw=(32, 24))
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, DATA_DIR
+from conftest import DATA_DIR, REPO
 
-from efafnet_jax.boxes import read_boxes_file, usable_boxes
 from efafnet_jax.data.records import BadRecordError
 from efafnet_jax.data.synthetic import generate
+from efafnet_jax.inference.boxes import read_boxes_file, usable_boxes
 
 
 def _predict(*args: str) -> subprocess.CompletedProcess:
@@ -21,7 +21,7 @@ def _predict(*args: str) -> subprocess.CompletedProcess:
 
 def _predict_with(config: str, *args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "efafnet_jax.predict", "--config", config, *args],
+        [sys.executable, "-m", "efafnet_jax.inference.predict", "--config", config, *args],
         cwd=REPO,
         capture_output=True,
         text=True,

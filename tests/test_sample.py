@@ -11,7 +11,7 @@ from efafnet_jax.data.keypoints import COCO
 from efafnet_jax.data.sample import SampleConfig, make_sample
 from efafnet_jax.data.transforms import AugmentDraws, affine_matrix, affine_points
 
-CONFIG = SampleConfig(image_size=(192, 256), heatmap_size=(48, 64), sigma=2.0)
+CONFIG = SampleConfig(crop_hw=(256, 192), heatmap_hw=(64, 48), sigma=2.0)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_eval_sample_is_the_box_crop_with_targets_at_the_joints(person):
     sample = make_sample(record, image, COCO, CONFIG, draws=None)
     assert sample.image.shape == (256, 192, 3) and sample.image.dtype == np.uint8
     assert sample.target.shape == (64, 48, 17) and sample.target_weight.shape == (17,)
-    matrix = affine_matrix(record.center, record.scale, 0.0, (192, 256))
+    matrix = affine_matrix(record.center, record.scale, 0.0, (256, 192))
     np.testing.assert_array_equal(sample.image, cv2.warpAffine(image, matrix, (192, 256)))
     crop_joints = affine_points(record.joints, matrix)
     for k in np.flatnonzero(record.visibility):
@@ -50,7 +50,7 @@ def test_flipped_sample_follows_the_reference_order(person):
     center[0] = width - center[0] - 1
     np.testing.assert_array_equal(sample.center, center)
     scale = record.scale * np.clip(0.4 * 0.3 + 1, 0.7, 1.3)
-    matrix = affine_matrix(center, scale, 20.0, (192, 256))
+    matrix = affine_matrix(center, scale, 20.0, (256, 192))
     mirrored = np.ascontiguousarray(image[:, ::-1])
     np.testing.assert_array_equal(sample.image, cv2.warpAffine(mirrored, matrix, (192, 256)))
     # Left and right swap: the left shoulder's heatmap sits where the right one's

@@ -4,11 +4,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import CONFIG_DIR, run_json_command
+from conftest import CONFIG_DIR, load_test_config, run_json_command
 
-from efafnet_jax.config import load_config
-from efafnet_jax.model_cost import count_macs
-from efafnet_jax.summary import summarize
+from efafnet_jax.models.model_cost import count_macs
+from efafnet_jax.models.summary import summarize
 
 
 def test_conv_macs_hand_count():
@@ -38,19 +37,21 @@ def test_dense_macs_hand_count():
 
 
 def test_simple_baseline_r50_matches_published_count():
-    result = summarize(load_config(f"{CONFIG_DIR / 'coco.py'}:sbn,r50,256x192"))
+    result = summarize(load_test_config(f"{CONFIG_DIR / 'coco.py'}:sbn,r50,256x192"))
     assert result["params"] == 33_999_697  # SimpleBaseline's 34.0M
     assert result["macs"] == pytest.approx(5.43e9, rel=2e-3)
     assert result["flops"] == 2 * result["macs"]
 
 
 def test_sbn_fasm_r50_is_within_three_percent_of_table_viii():
-    result = summarize(load_config(f"{CONFIG_DIR / 'coco.py'}:sbn_fasm,r50,256x192"))
+    result = summarize(load_test_config(f"{CONFIG_DIR / 'coco.py'}:sbn_fasm,r50,256x192"))
     assert abs(result["params"] - 37.0e6) / 37.0e6 <= 0.03
 
 
 def test_summary_command_json_is_the_last_line():
-    last = run_json_command("efafnet_jax.summary", "--config", "configs/tiny.py:sbn_duc,128x96")
+    last = run_json_command(
+        "efafnet_jax.models.summary", "--config", "configs/tiny.py:sbn_duc,128x96"
+    )
     assert set(last) >= {"params", "macs", "flops"}
-    direct = summarize(load_config(f"{CONFIG_DIR / 'tiny.py'}:sbn_duc,128x96"))
+    direct = summarize(load_test_config(f"{CONFIG_DIR / 'tiny.py'}:sbn_duc,128x96"))
     assert last["params"] == direct["params"] and last["macs"] == direct["macs"]

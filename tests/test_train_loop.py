@@ -10,9 +10,8 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import CONFIG_DIR, REPO
+from conftest import CONFIG_DIR, REPO, load_test_config
 
-from efafnet_jax.config import load_config
 from efafnet_jax.data.synthetic import generate
 from efafnet_jax.train.loop import NonFiniteError, train_and_evaluate
 from efafnet_jax.weights import latest_checkpoint, restore_variables
@@ -26,7 +25,7 @@ def generated(tmp_path_factory):
 
 def _config(generated, steps_per_run_epochs):
     root, paths = generated
-    config = load_config(f"{CONFIG_DIR / 'tiny.py'}:efafnet,64x64")
+    config = load_test_config(f"{CONFIG_DIR / 'tiny.py'}:efafnet,64x64")
     d, t = config.data, config.train
     d.train_ann, d.train_images = paths["train"], str(root / "images" / "train")
     d.val_ann = ""
@@ -167,7 +166,7 @@ def test_running_a_finished_run_again_trains_nothing_and_keeps_its_checkpoints(g
 
 def test_checkpoint_restores_on_a_different_number_of_devices(generated, tmp_path, monkeypatch):
     import efafnet_jax.train.loop as loop
-    from efafnet_jax.evaluation.inference import data_mesh
+    from efafnet_jax.sharding import data_mesh
 
     config = _config(generated, 1.0)
     epoch = _epoch_steps(config)

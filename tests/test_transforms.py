@@ -45,12 +45,12 @@ def test_extend_box_about_its_centre():
 def test_box_centre_maps_to_crop_centre(rotation):
     center = np.array([320.5, 211.25], np.float32)
     scale = np.array([1.2, 1.6], np.float32)
-    matrix = affine_matrix(center, scale, rotation, (192, 256))
+    matrix = affine_matrix(center, scale, rotation, (256, 192))
     np.testing.assert_allclose(affine_points(center, matrix), [96, 128], atol=1e-4)
 
 
 def test_affine_scales_by_crop_width_over_box_width_and_rotates():
-    matrix = affine_matrix(np.array([100.0, 100.0]), np.array([0.96, 1.28]), 90.0, (192, 256))
+    matrix = affine_matrix(np.array([100.0, 100.0]), np.array([0.96, 1.28]), 90.0, (256, 192))
     # 0.96 * 200 = 192 px of image per 192 px of crop: unit scale; rotation by 90 degrees.
     np.testing.assert_allclose(matrix[:, :2], [[0, 1], [-1, 0]], atol=1e-6)
 
@@ -60,8 +60,8 @@ def test_image_to_crop_to_image_round_trip(rotation):
     rng = np.random.default_rng(0)
     center, scale = np.array([250.0, 180.0]), np.array([1.1, 1.4667])
     points = rng.uniform(0, 500, size=(50, 2))
-    forward = affine_matrix(center, scale, rotation, (192, 256))
-    inverse = affine_matrix(center, scale, rotation, (192, 256), inverse=True)
+    forward = affine_matrix(center, scale, rotation, (256, 192))
+    inverse = affine_matrix(center, scale, rotation, (256, 192), inverse=True)
     back = affine_points(affine_points(points, forward), inverse)
     np.testing.assert_allclose(back, points, atol=1e-3)
 
@@ -69,10 +69,10 @@ def test_image_to_crop_to_image_round_trip(rotation):
 def test_warp_samples_bilinear_with_zero_border():
     image = np.full((40, 60, 3), 200, np.uint8)
     # A box far outside the image: the crop is all border.
-    matrix = affine_matrix(np.array([500.0, 500.0]), np.array([0.2, 0.2]), 0.0, (24, 32))
-    assert warp_crop(image, matrix, (24, 32)).max() == 0
-    inside = affine_matrix(np.array([30.0, 20.0]), np.array([0.1, 0.1333]), 0.0, (24, 32))
-    crop = warp_crop(image, inside, (24, 32))
+    matrix = affine_matrix(np.array([500.0, 500.0]), np.array([0.2, 0.2]), 0.0, (32, 24))
+    assert warp_crop(image, matrix, (32, 24)).max() == 0
+    inside = affine_matrix(np.array([30.0, 20.0]), np.array([0.1, 0.1333]), 0.0, (32, 24))
+    crop = warp_crop(image, inside, (32, 24))
     assert crop.shape == (32, 24, 3) and crop.dtype == np.uint8 and (crop == 200).all()
 
 
@@ -83,8 +83,8 @@ def test_flip_twice_is_the_identity():
     np.testing.assert_array_equal(cv2.flip(image, 1), image[:, ::-1])
     joints = rng.uniform(0, 40, size=(17, 2))
     vis = np.ones(17)
-    once_j, once_v = flip_joints(joints, vis, 41, COCO.flip_pairs)
-    twice_j, twice_v = flip_joints(once_j, once_v, 41, COCO.flip_pairs)
+    once_j, once_v = flip_joints(joints, vis, 41, COCO.flip_permutation())
+    twice_j, twice_v = flip_joints(once_j, once_v, 41, COCO.flip_permutation())
     np.testing.assert_allclose(twice_j, joints)
     np.testing.assert_array_equal(twice_v, vis)
     # Once: x -> 41 - x - 1 and left/right swapped.
@@ -95,7 +95,7 @@ def test_flip_zeroes_unlabelled_joints_as_the_reference_does():
     joints = np.array([[5.0, 6.0]] * 17)
     vis = np.ones(17)
     vis[3] = 0
-    flipped, flipped_vis = flip_joints(joints, vis, 20, COCO.flip_pairs)
+    flipped, flipped_vis = flip_joints(joints, vis, 20, COCO.flip_permutation())
     # Joint 3 (left ear) swaps with 4: the unlabelled one is now index 4, at (0, 0).
     assert flipped_vis[4] == 0 and (flipped[4] == 0).all()
     np.testing.assert_allclose(flipped[3], [14.0, 6.0])
@@ -173,11 +173,11 @@ def test_warp_crop_equals_plain_warp_affine(mirror):
         center = rng.uniform([-60, -60], [360, 260])
         scale = rng.uniform(0.1, 3.0)
         matrix = affine_matrix(
-            center, np.array([scale, scale * 4 / 3]), rng.uniform(-80, 80), (48, 64)
+            center, np.array([scale, scale * 4 / 3]), rng.uniform(-80, 80), (64, 48)
         )
         expected = cv2.warpAffine(source, matrix, (48, 64), flags=cv2.INTER_LINEAR)
-        np.testing.assert_array_equal(warp_crop(image, matrix, (48, 64), mirror=mirror), expected)
+        np.testing.assert_array_equal(warp_crop(image, matrix, (64, 48), mirror=mirror), expected)
         np.testing.assert_array_equal(
-            warp_crop(image, matrix, (48, 64), mirror=mirror, swap_red_blue=True),
+            warp_crop(image, matrix, (64, 48), mirror=mirror, swap_red_blue=True),
             expected[:, :, ::-1],
         )

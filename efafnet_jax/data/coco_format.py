@@ -149,6 +149,17 @@ def _gt_record(
     )
 
 
+def load_detections(det_file: str, ann_file: str) -> tuple[dict[int, dict], int, list]:
+    """(image table of `ann_file`, its person category id, the detections list of `det_file`)."""
+    gt = load_json(ann_file)
+    images = image_table(gt, ann_file)
+    category = person_category_id(gt, ann_file)
+    detections = load_json(det_file)
+    if not isinstance(detections, list):
+        raise BadRecordError(f"detections file {det_file} is not a JSON list of detections")
+    return images, category, detections
+
+
 def read_detections(
     det_file: str,
     ann_file: str,
@@ -169,12 +180,7 @@ def read_detections(
     """
     summary = ReadSummary(source=det_file)
     handler = BadRecordHandler(on_bad_record, summary)
-    gt = load_json(ann_file)
-    images = image_table(gt, ann_file)
-    category = person_category_id(gt, ann_file)
-    detections = load_json(det_file)
-    if not isinstance(detections, list):
-        raise BadRecordError(f"detections file {det_file} is not a JSON list of detections")
+    images, category, detections = load_detections(det_file, ann_file)
     records = []
     for i, det in enumerate(detections):
         where = f"{det_file}: detection {i} (image id {_get(det, 'image_id')})"

@@ -83,13 +83,13 @@ class SampleSource:
         draws = None
         if self.train:
             draws = draw_augmentation(np.random.default_rng([self.seed, epoch, index]))
-        on_device = self.train and self.config.device_buffer is not None
+        on_device = self.train and self.config.device_buffer_hw is not None
         try:
             # Decode to cv2's BGR; the crop alone is converted to RGB.
             bgr = self.store.load(record, rgb=False)
             if on_device:
                 arrays = region_sample(
-                    record, bgr, self.spec, self.config, draws, self.config.device_buffer
+                    record, bgr, self.spec, self.config, draws, self.config.device_buffer_hw
                 )
             else:
                 sample = make_sample(record, bgr, self.spec, self.config, draws, swap_red_blue=True)
@@ -124,17 +124,15 @@ class SampleSource:
         }
         if on_device:
             return {
-                "source": np.zeros((*self.config.device_buffer, 3), np.uint8),
+                "source": np.zeros((*self.config.device_buffer_hw, 3), np.uint8),
                 "to_source": np.zeros((2, 3), np.float32),
                 "joints": np.zeros((k, 2), np.float32),
                 "visibility": np.zeros(k, np.float32),
                 **geometry,
             }
-        w, h = self.config.image_size
-        hw, hh = self.config.heatmap_size
         return {
-            "image": np.zeros((h, w, 3), np.uint8),
-            "target": np.zeros((hh, hw, k), np.float32),
+            "image": np.zeros((*self.config.crop_hw, 3), np.uint8),
+            "target": np.zeros((*self.config.heatmap_hw, k), np.float32),
             "target_weight": np.zeros(k, np.float32),
             **geometry,
         }

@@ -3,8 +3,8 @@
 The host decodes the image and copies out only the pixels the augmented crop will
 read (mirrored when flipped), into a zero-padded [buffer_h, buffer_w, 3] buffer, with
 the crop -> buffer matrix. The warp, bilinear sampling and the targets then run in
-the jitted step (`efafnet_jax.data.device_warp`). Regions larger than the buffer
-are shrunk by an integer factor (cv2.INTER_AREA) and the matrix follows.
+the jitted step (`efafnet_jax.data.device_warp`, `codec.encode_on_device`). Regions
+larger than the buffer are shrunk by an integer factor (cv2.INTER_AREA) and the matrix follows.
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ def region_sample(
     spec: KeypointSpec,
     config: SampleConfig,
     draws: AugmentDraws | None,
-    buffer_size: tuple[int, int],
+    buffer_hw: tuple[int, int],
 ) -> dict[str, np.ndarray]:
     """{'source' [bh, bw, 3] uint8 RGB, 'to_source' [2, 3] crop -> buffer pixels,
     'joints' [K, 2] crop pixels, 'visibility' [K], 'center', 'scale'}.
 
-    `buffer_size` is (height, width); the geometry is `crop_geometry`'s, so the
+    The geometry is `crop_geometry`'s, so the
     random draws mean what they mean on the host path.
     """
     g = crop_geometry(record, image_bgr.shape[1], spec, config, draws)
-    region, x0, y0 = sampled_region(image_bgr, g.matrix, config.image_size, g.flip)
-    buffer_h, buffer_w = buffer_size
+    region, x0, y0 = sampled_region(image_bgr, g.matrix, config.crop_hw, g.flip)
+    buffer_h, buffer_w = buffer_hw
     source = np.zeros((buffer_h, buffer_w, 3), np.uint8)
     to_source = cv2.invertAffineTransform(g.matrix).astype(np.float64)  # crop -> image
     to_source[:, 2] -= (x0, y0)

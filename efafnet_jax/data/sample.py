@@ -6,9 +6,9 @@ import dataclasses
 
 import numpy as np
 
+from efafnet_jax.data.codec import encode
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.records import PersonRecord
-from efafnet_jax.data.targets import gaussian_targets
 from efafnet_jax.data.transforms import (
     AugmentConfig,
     AugmentDraws,
@@ -22,15 +22,15 @@ from efafnet_jax.data.transforms import (
 
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
-    """Crop and target geometry. Sizes are (width, height)."""
+    """Crop and target geometry; every size is (height, width)."""
 
-    image_size: tuple[int, int]
-    heatmap_size: tuple[int, int]
+    crop_hw: tuple[int, int]
+    heatmap_hw: tuple[int, int]
     sigma: float = 2.0
     use_joint_weights: bool = False
     augment: AugmentConfig = AugmentConfig()
-    # (height, width) of the source buffer when augmenting on device; None: on the host.
-    device_buffer: tuple[int, int] | None = None
+    # The source buffer when augmenting on device; None: on the host.
+    device_buffer_hw: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass
@@ -74,15 +74,17 @@ def crop_geometry(
     visibility = np.array(record.visibility, np.float64)
     center, scale, rotation, flip = np.array(record.center), np.array(record.scale), 0.0, False
     if draws is not None:
-        aspect = config.image_size[0] / config.image_size[1]
+        aspect = config.crop_hw[1] / config.crop_hw[0]
         center, scale, rotation, flip = augment_center_scale(
             center, scale, joints, visibility, draws, config.augment, spec.upper_body_ids, aspect
         )
         if flip:
-            joints, visibility = flip_joints(joints, visibility, image_width, spec.flip_pairs)
+            joints, visibility = flip_joints(
+                joints, visibility, image_width, spec.flip_permutation()
+            )
             center = np.array(center, copy=True)
             center[0] = image_width - center[0] - 1
-    matrix = affine_matrix(center, scale, rotation, config.image_size)
+    matrix = affine_matrix(center, scale, rotation, config.crop_hw)
     labelled = visibility > 0
     joints[labelled] = affine_points(joints[labelled], matrix)
     return CropGeometry(matrix, center, scale, rotation, flip, joints, visibility)
@@ -102,10 +104,10 @@ def make_sample(
     `swap_red_blue` (cv2's BGR in, RGB out).
     """
     g = crop_geometry(record, image.shape[1], spec, config, draws)
-    crop = warp_crop(image, g.matrix, config.image_size, mirror=g.flip, swap_red_blue=swap_red_blue)
+    crop = warp_crop(image, g.matrix, config.crop_hw, mirror=g.flip, swap_red_blue=swap_red_blue)
     weights = spec.joint_weights if config.use_joint_weights else None
-    target, target_weight = gaussian_targets(
-        g.joints, g.visibility, config.image_size, config.heatmap_size, config.sigma, weights
+    target, target_weight = encode(
+        g.joints, g.visibility, config.crop_hw, config.heatmap_hw, config.sigma, weights
     )
     return Sample(
         crop,

@@ -13,16 +13,14 @@ from efafnet_jax.data.transforms import AugmentConfig
 
 
 def sample_config(data: ml_collections.ConfigDict) -> SampleConfig:
-    """Crop/target geometry and augmentation from `config.data` ((H, W) -> (W, H))."""
-    height, width = data.image_size
-    heat_h, heat_w = data.heatmap_size
+    """Crop/target geometry and augmentation from `config.data`."""
     return SampleConfig(
-        image_size=(width, height),
-        heatmap_size=(heat_w, heat_h),
+        crop_hw=tuple(data.crop_hw),
+        heatmap_hw=tuple(data.heatmap_hw),
         sigma=data.sigma,
         use_joint_weights=data.use_joint_weights,
         augment=AugmentConfig(**data.augment.to_dict()),
-        device_buffer=tuple(data.device_buffer) if data.get("device_augment") else None,
+        device_buffer_hw=tuple(data.device_buffer_hw) if data.get("device_augment") else None,
     )
 
 
@@ -38,7 +36,7 @@ def read_split(
     if data.dataset == "mpii":
         records, summary = read_mpii(ann, images, spec, **policy)
         return records, summary, spec
-    height, width = data.image_size
+    height, width = data.crop_hw
     aspect = width / height
     if split == "val" and data.val_detections:
         records, summary = read_detections(

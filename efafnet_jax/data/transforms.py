@@ -2,7 +2,8 @@
 
 Sources: HRNet lib/utils/transforms.py (affine, flip), lib/dataset/coco.py
 (`_xywh2cs`), lib/dataset/JointsDataset.py (augmentation, half body). Sizes are
-(width, height), as cv2 and the reference take them.
+(height, width), as everywhere in this package; cv2 gets its (width, height) dsize
+at the call.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def affine_matrix(
     center: np.ndarray,
     scale: np.ndarray,
     rotation: float,
-    output_size: tuple[int, int],
+    output_hw: tuple[int, int],
     inverse: bool = False,
 ) -> np.ndarray:
     """The 2x3 image -> crop matrix (crop -> image with `inverse`), HRNet's 3-point form.
@@ -77,7 +78,7 @@ def affine_matrix(
     if scale.ndim == 0:
         scale = np.array([scale, scale])
     src_w = scale[0] * PIXEL_STD
-    dst_w, dst_h = output_size
+    dst_h, dst_w = output_hw
     src_dir = _rotate([0, src_w * -0.5], np.pi * rotation / 180)
     dst_dir = np.array([0, dst_w * -0.5], np.float32)
     src = np.zeros((3, 2), np.float32)
@@ -116,15 +117,15 @@ def _rgba_scratch(rows: int, cols: int) -> np.ndarray:
 
 
 def sampled_region(
-    image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int], mirror: bool = False
+    image: np.ndarray, matrix: np.ndarray, output_hw: tuple[int, int], mirror: bool = False
 ) -> tuple[np.ndarray | None, int, int]:
-    """(pixels a crop of `output_size` through `matrix` can read, x0, y0), or (None, 0, 0).
+    """(pixels a crop of `output_hw` through `matrix` can read, x0, y0), or (None, 0, 0).
 
     The footprint of the crop in the (mirrored, if `mirror`) image, widened by two
     pixels because bilinear taps reach floor(x) + 1, clipped to the image; the
     region is mirrored like the image it is cut from.
     """
-    width, height = output_size
+    height, width = output_hw
     rows, cols = image.shape[:2]
     corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], float)
     src = corners @ cv2.invertAffineTransform(matrix).T
@@ -141,26 +142,26 @@ def sampled_region(
 def warp_crop(
     image: np.ndarray,
     matrix: np.ndarray,
-    output_size: tuple[int, int],
+    output_hw: tuple[int, int],
     mirror: bool = False,
     swap_red_blue: bool = False,
 ) -> np.ndarray:
     """cv2.warpAffine(INTER_LINEAR, zero border) of the image, as the reference crops.
 
-    Equals `cv2.warpAffine(image[:, ::-1] if mirror else image, matrix, output_size)`
+    Equals `cv2.warpAffine(image[:, ::-1] if mirror else image, matrix, output_hw[::-1])`
     (with red and blue swapped if `swap_red_blue`), computed faster: only the
     source region the crop samples is mirrored and widened to 4 channels (cv2's
     vectorised path, 2.5x faster than 3 channels on one core) inside an
     image-sized scratch buffer, which is then warped with the same matrix, so
     the sampling positions are cv2's own. tests/test_transforms.py checks equality.
     """
-    width, height = int(output_size[0]), int(output_size[1])
+    height, width = int(output_hw[0]), int(output_hw[1])
     if image.ndim != 3 or image.shape[2] != 3:
         source = image[:, ::-1] if mirror else image
         return cv2.warpAffine(
             np.ascontiguousarray(source), matrix, (width, height), flags=cv2.INTER_LINEAR
         )
-    region, x0, y0 = sampled_region(image, matrix, (width, height), mirror)
+    region, x0, y0 = sampled_region(image, matrix, (height, width), mirror)
     if region is None:
         return np.zeros((height, width, 3), image.dtype)
     rows, cols = image.shape[:2]
@@ -177,7 +178,7 @@ def flip_joints(
     joints: np.ndarray,
     visibility: np.ndarray,
     image_width: int,
-    flip_pairs: Sequence[tuple[int, int]],
+    flip_permutation: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mirrors joints in an image of `image_width` and swaps left/right (`fliplr_joints`).
 
@@ -187,10 +188,7 @@ def flip_joints(
     joints = np.array(joints, copy=True)
     visibility = np.array(visibility, copy=True)
     joints[:, 0] = image_width - joints[:, 0] - 1
-    perm = np.arange(len(joints))
-    for a, b in flip_pairs:
-        perm[a], perm[b] = b, a
-    joints, visibility = joints[perm], visibility[perm]
+    joints, visibility = joints[flip_permutation], visibility[flip_permutation]
     return joints * visibility[:, None], visibility
 
 

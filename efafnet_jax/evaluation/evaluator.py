@@ -12,6 +12,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from efafnet_jax.data.codec import decode
 from efafnet_jax.data.image_store import image_store
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.mpii import headboxes_from_official, read_gt_valid
@@ -19,11 +20,10 @@ from efafnet_jax.data.pipeline import HostShard, build_pipeline
 from efafnet_jax.data.records import PersonRecord
 from efafnet_jax.data.splits import read_split, sample_config
 from efafnet_jax.evaluation.coco_metric import keypoint_ap
-from efafnet_jax.evaluation.decode import decode_heatmaps
-from efafnet_jax.evaluation.inference import data_mesh, global_batch, local_rows, make_heatmap_fn
+from efafnet_jax.evaluation.heatmaps import make_heatmap_fn
 from efafnet_jax.evaluation.mpii_metric import pckh
 from efafnet_jax.evaluation.nms import oks_nms, rescore, soft_oks_nms
-from efafnet_jax.train.losses import heatmap_activation
+from efafnet_jax.sharding import data_mesh, global_batch, local_rows
 
 
 class Evaluator:
@@ -44,19 +44,30 @@ class Evaluator:
             records, _, spec = read_split(config.data, "val")
         self.records, self.spec = records, spec
         self.sample_config = sample_config(config.data)
+        # One jitted heatmap function per (model, mesh), reused by every periodic
+        # validation: built anew each time, it would compile anew each time.
+        self._heatmap_fns: dict = {}
+
+    def heatmap_fn(self, model, mesh):
+        """The jitted (variables, images) -> heatmaps of `model` on `mesh`, built once."""
+        key = (model, mesh)
+        if key not in self._heatmap_fns:
+            e = self.config.eval
+            self._heatmap_fns[key] = make_heatmap_fn(
+                model, self.spec, self.config.data.sigma, e.flip_test, e.shift_heatmap, mesh
+            )
+        return self._heatmap_fns[key]
 
     def predict(self, model, variables, mesh=None, progress: bool = True) -> np.ndarray:
         """Keypoints [N, K, 3] (x, y, score) in image pixels, in record order."""
         e = self.config.eval
         mesh = mesh or data_mesh()
-        heatmap_fn = make_heatmap_fn(
-            model,
-            self.spec.flip_pairs,
-            e.flip_test,
-            e.shift_heatmap,
-            mesh,
-            activation=heatmap_activation(self.config),
-        )
+        if e.batch_size % len(mesh.local_devices):
+            raise ValueError(
+                f"eval.batch_size={e.batch_size} (crops per process) is not a multiple of "
+                f"this process's {len(mesh.local_devices)} devices"
+            )
+        heatmap_fn = self.heatmap_fn(model, mesh)
         shard = HostShard(jax.process_index(), jax.process_count())
         batches = build_pipeline(
             self.records,
@@ -73,21 +84,20 @@ class Evaluator:
         parts, start = [], time.time()
         for step, batch in enumerate(batches, start=1):
             heatmaps = local_rows(heatmap_fn(variables, global_batch(mesh, batch["image"])))
-            coords, scores = decode_heatmaps(
-                heatmaps, batch["center"], batch["scale"], e.post_process
-            )
-            keep = batch["valid"]
-            parts.append((batch["record_index"][keep], coords[keep], scores[keep]))
+            coords, scores = decode(heatmaps, batch["center"], batch["scale"], e.post_process)
+            parts.append((batch["record_index"], coords, scores, batch["valid"]))
             if progress and jax.process_index() == 0:
                 _progress(step, total, time.time() - start, e.batch_size * shard.count)
-        index, coords, scores = (np.concatenate(p) for p in zip(*parts, strict=True))
+        rows = tuple(np.concatenate(p) for p in zip(*parts, strict=True))
         if shard.count > 1:
             from jax.experimental import multihost_utils
 
-            index, coords, scores = (
-                np.concatenate(list(a))
-                for a in multihost_utils.process_allgather((index, coords, scores))
-            )
+            # Every host holds the same number of rows (its share, padded to whole
+            # batches; `valid` marks the real ones), so all call the all-gather with
+            # the same shapes; the padding is dropped after it.
+            rows = tuple(np.concatenate(list(a)) for a in multihost_utils.process_allgather(rows))
+        index, coords, scores, valid = rows
+        index, coords, scores = index[valid], coords[valid], scores[valid]
         keypoints = np.zeros((len(self.records), self.spec.num_joints, 3))
         keypoints[index, :, :2] = coords
         keypoints[index, :, 2] = scores
@@ -155,8 +165,9 @@ class Evaluator:
         split: str = "val",
         mesh=None,
         progress: bool = True,
-    ) -> dict:
-        """predict + metrics; on host 0 writes results/<split>_keypoints.json and _metrics.json."""
+    ) -> tuple[dict, np.ndarray]:
+        """(metrics, keypoints [N, K, 3]): `predict` and the metrics; on host 0 it also
+        writes results/<split>_keypoints.json and _metrics.json under `out_dir`."""
         keypoints = self.predict(model, variables, mesh, progress)
         results = None if self.config.data.dataset == "mpii" else self.coco_results(keypoints)
         metrics = self.metrics(keypoints, results)

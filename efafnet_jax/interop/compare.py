@@ -38,6 +38,7 @@ from efafnet_jax.interop.convert import (
 )
 from efafnet_jax.interop.torch_reference import TorchPoseNet
 from efafnet_jax.models import create_model
+from efafnet_jax.platform import for_this_machine
 
 
 def calibrate_batch_norm(model: torch.nn.Module, inputs: torch.Tensor) -> None:
@@ -150,7 +151,7 @@ def compare(
     torch.manual_seed(seed)
     m = config.model.copy_and_resolve_references()
     m.dtype = m.param_dtype = dtype
-    height, width = config.data.image_size
+    height, width = config.data.crop_hw
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
     inputs = normalized_input(images, m).astype(dtype)
@@ -215,7 +216,9 @@ def _define_flags() -> None:
 def main(argv):
     del argv
     f = flags.FLAGS
-    result = compare(f.config, f.torch_checkpoint, f.batch, f.seed, f.dtype, f.float64_truth)
+    result = compare(
+        for_this_machine(f.config), f.torch_checkpoint, f.batch, f.seed, f.dtype, f.float64_truth
+    )
     worst = sorted(result["tensors"].items(), key=lambda kv: -kv[1][1])[:10]
     print(
         f"config {result['config']}  batch {result['batch']}  seed {result['seed']}  "

@@ -12,9 +12,12 @@ from __future__ import annotations
 import math
 
 import ml_collections
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from efafnet_jax.interop.convert import flax_to_state_dict
 
 EXPANSION = 4
 
@@ -216,3 +219,13 @@ class TorchPoseNet(nn.Module):
         if self.head == "duc" and not self.use_fusion:
             return features
         return self.final_layer(features)
+
+
+def torch_model(variables: dict, model_config: ml_collections.ConfigDict) -> TorchPoseNet:
+    """The PyTorch reference holding these flax variables (a strict load)."""
+    model = TorchPoseNet(model_config)
+    state = flax_to_state_dict(variables)
+    model.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=True
+    )
+    return model

@@ -7,13 +7,12 @@ Res2Net's `convs.N` / `bns.N`) so that weight conversion is a renaming.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from efafnet_jax.models.fsm import FeatureSelection
-from efafnet_jax.models.layers import batch_norm, conv
+from efafnet_jax.models.layers import LayerSettings, batch_norm, conv
 
 EXPANSION = 4
 
@@ -30,50 +29,43 @@ class Bottleneck(nn.Module):
     becomes FAM (Eq. 1): the 1x1 output is split into `fam_scale` groups,
     y_1 = G_1(x_1), y_i = G_i(x_i + y_{i-1}) and the last group passes through,
     as in Res2Net's official code; the first block of a stage (`first_of_stage`)
-    has no hierarchical add and average-pools its pass-through group. With
-    `use_fsm` the FSM acts on the branch output before the residual add:
-    out = ReLU(x + FSM(F)) (Eq. 8, X counted once).
+    has no hierarchical add and average-pools its pass-through group. With a
+    `feature_selection` (a FeatureSelection partial) the FSM acts on the branch
+    output before the residual add: out = ReLU(x + FSM(F)) (Eq. 8, X counted once).
     """
 
     planes: int
     stride: int = 1
     first_of_stage: bool = False
     use_fam: bool = False
-    use_fsm: bool = False
     fam_base_width: int = 26
     fam_scale: int = 4
-    fsm_settings: tuple[tuple[str, Any], ...] = ()  # FeatureSelection fields
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    feature_selection: Callable[..., nn.Module] | None = None
+    layers: LayerSettings = LayerSettings()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        layer = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        layers = self.layers
         out_channels = self.planes * EXPANSION
         if self.use_fam:
-            out = self._aggregate(x, train, layer)
+            out = self._aggregate(x, train)
         else:
-            out = nn.relu(
-                batch_norm(train, name="bn1", **layer)(
-                    conv(self.planes, 1, name="conv1", **layer)(x)
-                )
-            )
-            out = nn.relu(
-                batch_norm(train, name="bn2", **layer)(
-                    conv(self.planes, 3, self.stride, name="conv2", **layer)(out)
-                )
-            )
-        out = conv(out_channels, 1, name="conv3", **layer)(out)
-        out = batch_norm(train, name="bn3", **layer)(out)
-        if self.use_fsm:
-            out = FeatureSelection(**dict(self.fsm_settings), name="fsm", **layer)(out)
+            out = conv(self.planes, 1, layers=layers, name="conv1")(x)
+            out = nn.relu(batch_norm(train, layers=layers, name="bn1")(out))
+            out = conv(self.planes, 3, self.stride, layers=layers, name="conv2")(out)
+            out = nn.relu(batch_norm(train, layers=layers, name="bn2")(out))
+        out = conv(out_channels, 1, layers=layers, name="conv3")(out)
+        out = batch_norm(train, layers=layers, name="bn3")(out)
+        if self.feature_selection is not None:
+            out = self.feature_selection(layers=layers, name="fsm")(out)
         identity = x
         if self.stride != 1 or x.shape[-1] != out_channels:
-            identity = conv(out_channels, 1, self.stride, name="downsample_0", **layer)(x)
-            identity = batch_norm(train, name="downsample_1", **layer)(identity)
+            identity = conv(out_channels, 1, self.stride, layers=layers, name="downsample_0")(x)
+            identity = batch_norm(train, layers=layers, name="downsample_1")(identity)
         return nn.relu(identity + out)
 
-    def _aggregate(self, x: jnp.ndarray, train: bool, layer: dict) -> jnp.ndarray:
+    def _aggregate(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        layers = self.layers
         width = fam_split_width(self.planes, self.fam_base_width)
         if self.fam_scale < 2:
             raise ValueError(f"model.fam.scale must be >= 2, got {self.fam_scale}")
@@ -82,14 +74,14 @@ class Bottleneck(nn.Module):
                 f"FAM split width floor({self.planes}*{self.fam_base_width}/64) "
                 "is 0; raise model.width or model.fam.base_width"
             )
-        out = conv(width * self.fam_scale, 1, name="conv1", **layer)(x)
-        out = nn.relu(batch_norm(train, name="bn1", **layer)(out))
+        out = conv(width * self.fam_scale, 1, layers=layers, name="conv1")(x)
+        out = nn.relu(batch_norm(train, layers=layers, name="bn1")(out))
         splits = jnp.split(out, self.fam_scale, axis=-1)
         outputs = []
         for i in range(self.fam_scale - 1):
             group = splits[i] if (i == 0 or self.first_of_stage) else splits[i] + outputs[-1]
-            group = conv(width, 3, self.stride, name=f"convs_{i}", **layer)(group)
-            outputs.append(nn.relu(batch_norm(train, name=f"bns_{i}", **layer)(group)))
+            group = conv(width, 3, self.stride, layers=layers, name=f"convs_{i}")(group)
+            outputs.append(nn.relu(batch_norm(train, layers=layers, name=f"bns_{i}")(group)))
         last = splits[-1]
         if self.first_of_stage:
             # Res2Net: AvgPool2d(3, stride, padding=1), zero padding counted in the mean.

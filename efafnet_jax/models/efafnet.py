@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
+from flax.core import FrozenDict
 
+from efafnet_jax.models.fsm import FeatureSelection
 from efafnet_jax.models.heads import DeconvHead, DUCHead
-from efafnet_jax.models.layers import as_dtype, conv, head_normal
+from efafnet_jax.models.kernels import check_conv_impl
+from efafnet_jax.models.layers import LayerSettings, conv, head_normal
 from efafnet_jax.models.preprocess import normalize_images
 from efafnet_jax.models.resnet import ResNet
 
+# What the network's output means: raw heatmaps ("identity", MSE-trained) or per-joint
+# logits over pixels ("spatial_softmax"). `data.codec.activate` reads it from the model.
+HEATMAP_ACTIVATIONS = ("identity", "spatial_softmax")
+
+# config.model keys that describe the model for people and are not PoseNet fields
+# (stage_blocks already holds what depth means).
+DESCRIPTIVE_KEYS = ("variant", "depth")
+
 
 class PoseNet(nn.Module):
-    """Top-down pose network: [B, H, W, 3] crops -> [B, H/4, W/4, K] heatmaps.
+    """Top-down pose network: [B, H, W, 3] crops -> [B, H/4, W/4, K] outputs.
 
-    uint8 input is normalised on device (`normalize_images`); floating input is
-    taken as already normalised. Backbone = ResNet with optional FAM/FSM; head =
-    SimpleBaseline deconvolutions or DUC; with `use_fusion` the head's stride-4
-    output is concatenated with conv2 (layer1) before the final 1x1 predictor
-    (FFM). With `aux_supervision` a 1x1 predictor on conv2 is sown into the
-    'intermediates' collection as `aux_heatmaps` for an intermediate loss.
+    The fields are `config.model`'s keys (`create_model`), its sub-configs as frozen
+    mappings. uint8 input is normalised on device (`normalize_images`); floating
+    input is taken as already normalised. Backbone = ResNet with optional FAM/FSM;
+    head = SimpleBaseline deconvolutions or DUC; with `use_fusion` the head's
+    stride-4 output is concatenated with conv2 (layer1) before the final 1x1
+    predictor (FFM). With `fusion.aux_supervision` a 1x1 predictor on conv2 is
+    sown into the 'intermediates' collection as `aux_heatmaps` for an
+    intermediate loss. `heatmap_activation` says how outputs become heatmaps.
     """
 
     num_joints: int = 17
@@ -34,40 +49,49 @@ class PoseNet(nn.Module):
     use_fsm: bool = False
     use_fusion: bool = False
     head: str = "deconv"
-    fam_base_width: int = 26
-    fam_scale: int = 4
-    fsm_settings: tuple[tuple[str, Any], ...] = ()
-    aux_supervision: bool = False
-    deconv_layers: int = 3
-    deconv_channels: int = 256
-    deconv_kernel: int = 4
-    duc_upscale: int = 8
-    duc_kernel: int = 3
+    fam: Mapping[str, Any] = FrozenDict(base_width=26, scale=4)
+    fsm: Mapping[str, Any] = FrozenDict()  # FeatureSelection fields
+    fusion: Mapping[str, Any] = FrozenDict(aux_supervision=False)
+    deconv: Mapping[str, Any] = FrozenDict(num_layers=3, channels=256, kernel=4)
+    duc: Mapping[str, Any] = FrozenDict(upscale=8, kernel=3)
     final_kernel: int = 1
     color_order: str = "rgb"
     mean: Sequence[float] = (0.485, 0.456, 0.406)
     std: Sequence[float] = (0.229, 0.224, 0.225)
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    conv_impl: str = "xla"
+    heatmap_activation: str = "identity"
+
+    @property
+    def aux_supervision(self) -> bool:
+        return bool(self.fusion["aux_supervision"])
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        layer = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        if self.heatmap_activation not in HEATMAP_ACTIVATIONS:
+            raise ValueError(
+                f"model.heatmap_activation must be one of {HEATMAP_ACTIVATIONS}, "
+                f"got {self.heatmap_activation!r}"
+            )
+        layers = LayerSettings(self.dtype, self.param_dtype, self.conv_impl)
         if images.dtype == jnp.uint8:
             x = normalize_images(images, self.mean, self.std, self.color_order, self.dtype)
         else:
             x = images.astype(self.dtype)
+        feature_selection = (
+            functools.partial(FeatureSelection, **self.fsm) if self.use_fsm else None
+        )
         conv2, _, _, conv5 = ResNet(
             stage_blocks=self.stage_blocks,
             stem_width=self.stem_width,
             width=self.width,
             use_fam=self.use_fam,
-            use_fsm=self.use_fsm,
-            fam_base_width=self.fam_base_width,
-            fam_scale=self.fam_scale,
-            fsm_settings=self.fsm_settings,
+            fam_base_width=self.fam["base_width"],
+            fam_scale=self.fam["scale"],
+            feature_selection=feature_selection,
+            layers=layers,
             name="backbone",
-            **layer,
         )(x, train)
 
         final_layer = conv(
@@ -75,17 +99,15 @@ class PoseNet(nn.Module):
             self.final_kernel,
             use_bias=True,
             kernel_init=head_normal,
+            layers=layers,
             name="final_layer",
-            **layer,
         )
         if self.head == "deconv":
-            features = DeconvHead(
-                self.deconv_layers, self.deconv_channels, self.deconv_kernel, name="deconv", **layer
-            )(conv5, train)
+            if self.deconv["num_layers"] < 1:
+                raise ValueError("model.deconv.num_layers must be >= 1")
+            features = DeconvHead(**self.deconv, layers=layers, name="deconv")(conv5, train)
         elif self.head == "duc":
-            features = DUCHead(
-                self.num_joints, self.duc_upscale, self.duc_kernel, name="duc", **layer
-            )(conv5)
+            features = DUCHead(self.num_joints, **self.duc, layers=layers, name="duc")(conv5)
         else:
             raise ValueError(f"model.head must be 'deconv' or 'duc', got {self.head!r}")
 
@@ -103,8 +125,8 @@ class PoseNet(nn.Module):
                 1,
                 use_bias=True,
                 kernel_init=head_normal,
+                layers=layers,
                 name="aux_conv2",
-                **layer,
             )(conv2)
             self.sow("intermediates", "aux_heatmaps", _at_least_float32(aux))
         if self.head == "duc" and not self.use_fusion:
@@ -119,33 +141,31 @@ def _at_least_float32(x: jnp.ndarray) -> jnp.ndarray:
     return x.astype(jnp.promote_types(jnp.float32, x.dtype))
 
 
+def _field_value(value: Any) -> Any:
+    """A config value as a hashable module field: mappings frozen, lists as tuples."""
+    if isinstance(value, ml_collections.ConfigDict | Mapping):
+        return FrozenDict({k: _field_value(v) for k, v in dict(value).items()})
+    if isinstance(value, list | tuple):
+        return tuple(_field_value(v) for v in value)
+    return value
+
+
 def create_model(model_config: ml_collections.ConfigDict) -> PoseNet:
-    """Builds the PoseNet described by `config.model`."""
-    m = model_config
-    if m.head == "deconv" and m.deconv.num_layers < 1:
-        raise ValueError("model.deconv.num_layers must be >= 1")
-    return PoseNet(
-        num_joints=m.num_joints,
-        stage_blocks=tuple(m.stage_blocks),
-        stem_width=m.stem_width,
-        width=m.width,
-        use_fam=m.use_fam,
-        use_fsm=m.use_fsm,
-        use_fusion=m.use_fusion,
-        head=m.head,
-        fam_base_width=m.fam.base_width,
-        fam_scale=m.fam.scale,
-        fsm_settings=tuple(sorted(m.fsm.to_dict().items())),
-        aux_supervision=m.fusion.aux_supervision,
-        deconv_layers=m.deconv.num_layers,
-        deconv_channels=m.deconv.channels,
-        deconv_kernel=m.deconv.kernel,
-        duc_upscale=m.duc.upscale,
-        duc_kernel=m.duc.kernel,
-        final_kernel=m.final_kernel,
-        color_order=m.color_order,
-        mean=tuple(m.mean),
-        std=tuple(m.std),
-        dtype=as_dtype(m.dtype),
-        param_dtype=as_dtype(m.param_dtype),
-    )
+    """The PoseNet that `config.model` describes, its keys taken as the fields.
+
+    `conv_impl` must be resolved ("xla" or "cpu_gemm"); an unknown key is an error
+    rather than a silently ignored setting.
+    """
+    fields = {f.name for f in dataclasses.fields(PoseNet)} - {"parent", "name"}
+    values = {
+        key: _field_value(value)
+        for key, value in model_config.items()
+        if key not in DESCRIPTIVE_KEYS
+    }
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"config.model has keys that PoseNet does not know: {unknown}")
+    values["dtype"] = jnp.dtype(values.get("dtype", "float32"))
+    values["param_dtype"] = jnp.dtype(values.get("param_dtype", "float32"))
+    check_conv_impl(values.get("conv_impl", "xla"))
+    return PoseNet(**values)

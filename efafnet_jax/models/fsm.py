@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-from efafnet_jax.models.layers import conv
+from efafnet_jax.models.layers import LayerSettings, conv
 
 ARRANGEMENTS = ("parallel", "cs_lss", "lss_cs")  # Table VII
 
@@ -40,8 +38,7 @@ class FeatureSelection(nn.Module):
     lss_hidden: int = 1
     lss_relu_before_sigmoid: bool = True
     arrangement: str = "parallel"
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    layers: LayerSettings = LayerSettings()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -50,19 +47,20 @@ class FeatureSelection(nn.Module):
                 f"fsm.arrangement must be one of {ARRANGEMENTS}, got {self.arrangement!r}"
             )
         channels = x.shape[-1]
-        layer = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dense = dict(dtype=self.layers.dtype, param_dtype=self.layers.param_dtype)
 
         def channel_selection(f):
             pooled = jnp.mean(f, axis=(1, 2)) + spatial_max(f)
             hidden = nn.relu(
-                nn.Dense(max(channels // self.reduction, 1), name="cs_fc1", **layer)(pooled)
+                nn.Dense(max(channels // self.reduction, 1), name="cs_fc1", **dense)(pooled)
             )
-            alpha = nn.sigmoid(nn.Dense(channels, name="cs_fc2", **layer)(hidden))
+            alpha = nn.sigmoid(nn.Dense(channels, name="cs_fc2", **dense)(hidden))
             return f + alpha[:, None, None, :] * f
 
         def location_selection(f):
-            hidden = nn.relu(conv(self.lss_hidden, 1, use_bias=True, name="lss_conv1", **layer)(f))
-            logits = conv(1, 1, use_bias=True, name="lss_conv2", **layer)(hidden)
+            hidden = conv(self.lss_hidden, 1, use_bias=True, layers=self.layers, name="lss_conv1")
+            logits = conv(1, 1, use_bias=True, layers=self.layers, name="lss_conv2")
+            logits = logits(nn.relu(hidden(f)))
             if self.lss_relu_before_sigmoid:
                 logits = nn.relu(logits)
             return f + nn.sigmoid(logits) * f

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-from efafnet_jax.models.layers import ConvTranspose, batch_norm, conv, head_normal
+from efafnet_jax.models.layers import ConvTranspose, LayerSettings, batch_norm, conv, head_normal
 
 # SimpleBaseline pose_resnet.py `_get_deconv_cfg`: kernel -> (padding, output_padding).
 _DECONV_PADDING = {4: (1, 0), 3: (1, 1), 2: (0, 0)}
@@ -37,8 +35,7 @@ class DeconvHead(nn.Module):
     num_layers: int = 3
     channels: int = 256
     kernel: int = 4
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    layers: LayerSettings = LayerSettings()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -55,16 +52,12 @@ class DeconvHead(nn.Module):
                 2,
                 pads,
                 kernel_init=head_normal,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
+                dtype=self.layers.dtype,
+                param_dtype=self.layers.param_dtype,
+                impl=self.layers.conv_impl,
                 name=f"deconv_layers_{3 * i}",
             )(x)
-            x = batch_norm(
-                train,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                name=f"deconv_layers_{3 * i + 1}",
-            )(x)
+            x = batch_norm(train, layers=self.layers, name=f"deconv_layers_{3 * i + 1}")(x)
             x = nn.relu(x)
         return x
 
@@ -75,8 +68,7 @@ class DUCHead(nn.Module):
     out_channels: int
     upscale: int = 8
     kernel: int = 3
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    layers: LayerSettings = LayerSettings()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -85,8 +77,7 @@ class DUCHead(nn.Module):
             self.kernel,
             use_bias=True,
             kernel_init=head_normal,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            layers=self.layers,
             name="conv",
         )(x)
         return depth_to_space(x, self.upscale)

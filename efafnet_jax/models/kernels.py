@@ -15,46 +15,32 @@ float rounding (tests/test_kernels.py), gradients included:
   multiply-adds as the definition (no inserted zeros), and the gradients are
   matmuls too.
 
-`fast_kernels()` decides: on single-device CPU the equivalent forms, elsewhere the
-stock ops (cuDNN and the TPU compiler run transposed convolutions natively).
+Which form runs is the caller's choice, `impl`: "xla" (the stock ops) or
+"cpu_gemm" (the forms above). The entry points choose it for the platform they run
+on (`efafnet_jax.platform.resolve_conv_impl`); nothing here looks at the backend.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
-
-_FORCE_STOCK = [False]
-
-
-@contextlib.contextmanager
-def stock_kernels():
-    """Within: the stock ops everywhere (e.g. to count the definition's multiply-adds)."""
-    _FORCE_STOCK[0] = True
-    try:
-        yield
-    finally:
-        _FORCE_STOCK[0] = False
+CONV_IMPLS = ("xla", "cpu_gemm")
 
 
-def fast_kernels() -> bool:
-    """True where the equivalent forms pay off: XLA:CPU with a single device.
-
-    With several CPU devices (the fake-device test setup) the stock ops are kept:
-    a batch-sharded step using these forms differed from the one-device step by up
-    to 7e-3 of some gradients (the one-device step matches float64 to 1e-5), which
-    is not isolated yet (README "Speed").
-    """
-    if _FORCE_STOCK[0]:
-        return False
-    return jax.default_backend() == "cpu" and jax.device_count() == 1
+def check_conv_impl(impl: str) -> str:
+    """`impl` if it names a form; a ValueError that says where "auto" is resolved."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(
+            f"model.conv_impl must be one of {CONV_IMPLS} when the model is built, got "
+            f"{impl!r} ('auto' is resolved by the entry points: "
+            "efafnet_jax.platform.resolve_conv_impl)"
+        )
+    return impl
 
 
 def conv2d(
@@ -62,11 +48,11 @@ def conv2d(
     kernel: jnp.ndarray,
     stride: int,
     padding: Sequence[tuple[int, int]],
-    fast: bool | None = None,
+    impl: str = "xla",
 ) -> jnp.ndarray:
-    """NHWC x HWIO convolution with explicit padding; a 1x1 kernel becomes a matmul."""
-    fast = fast_kernels() if fast is None else fast
-    if fast and kernel.shape[:2] == (1, 1) and all(p == (0, 0) for p in padding):
+    """NHWC x HWIO convolution with explicit padding; "cpu_gemm": a 1x1 kernel as a matmul."""
+    pointwise = kernel.shape[:2] == (1, 1) and all(p == (0, 0) for p in padding)
+    if check_conv_impl(impl) == "cpu_gemm" and pointwise:
         if stride > 1:
             x = x[:, ::stride, ::stride, :]
         # As a 2-D matmul: XLA:CPU runs the weight gradient of a 4-D dot_general 2-4x
@@ -84,7 +70,7 @@ def conv_transpose2d(
     kernel: jnp.ndarray,
     stride: int,
     padding: Sequence[tuple[int, int]],
-    fast: bool | None = None,
+    impl: str = "xla",
 ) -> jnp.ndarray:
     """`lax.conv_transpose(x, kernel, strides, padding, transpose_kernel=True)` in NHWC.
 
@@ -92,11 +78,10 @@ def conv_transpose2d(
     weight [in, out, kh, kw], transposed); `padding` is the (low, high) padding of
     the zero-inserted input, per spatial axis, as flax's ConvTranspose takes it.
     """
-    fast = fast_kernels() if fast is None else fast
     size = kernel.shape[0]
     low, high = padding[0]
     square = kernel.shape[0] == kernel.shape[1] and padding[0] == padding[1]
-    if not (fast and stride == 2 and square and low <= size - 1):
+    if not (check_conv_impl(impl) == "cpu_gemm" and stride == 2 and square and low <= size - 1):
         return lax.conv_transpose(
             x,
             kernel,

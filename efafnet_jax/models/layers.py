@@ -7,6 +7,7 @@ starts where the PyTorch references start.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from efafnet_jax.models.batch_norm import BatchNorm
-from efafnet_jax.models.kernels import conv2d, conv_transpose2d
+from efafnet_jax.models.kernels import check_conv_impl, conv2d, conv_transpose2d
 
 # torchvision resnet.py: kaiming_normal_(mode="fan_out", nonlinearity="relu").
 kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -22,9 +23,22 @@ kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 head_normal = nn.initializers.normal(stddev=0.001)
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerSettings:
+    """What every layer of one network shares: the compute and parameter dtypes and
+    the convolution form (`kernels.CONV_IMPLS`)."""
+
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    conv_impl: str = "xla"
+
+    def __post_init__(self):
+        check_conv_impl(self.conv_impl)
+
+
 class Conv(nn.Module):
     """A square convolution, flax `nn.Conv`'s parameters ('kernel' HWIO, 'bias'),
-    computed by `kernels.conv2d` (1x1 as a matmul on CPU)."""
+    computed by `kernels.conv2d` in the form `impl`."""
 
     features: int
     kernel_size: int
@@ -34,13 +48,14 @@ class Conv(nn.Module):
     kernel_init: Callable = kaiming_fan_out
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         shape = (self.kernel_size, self.kernel_size, x.shape[-1], self.features)
         kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
         pad = ((self.padding, self.padding),) * 2
-        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, pad)
+        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, pad, self.impl)
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
             y = y + bias.astype(self.dtype)
@@ -49,7 +64,7 @@ class Conv(nn.Module):
 
 class ConvTranspose(nn.Module):
     """flax `nn.ConvTranspose(transpose_kernel=True)`'s parameters ('kernel' [k, k, out,
-    in]), computed by `kernels.conv_transpose2d` (GEMM + col2im on CPU).
+    in]), computed by `kernels.conv_transpose2d` in the form `impl`.
     `padding` is that of the zero-inserted input, per spatial axis (low, high)."""
 
     features: int
@@ -59,13 +74,14 @@ class ConvTranspose(nn.Module):
     kernel_init: Callable = head_normal
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         shape = (self.kernel_size, self.kernel_size, self.features, x.shape[-1])
         kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
         return conv_transpose2d(
-            x.astype(self.dtype), kernel.astype(self.dtype), self.stride, self.padding
+            x.astype(self.dtype), kernel.astype(self.dtype), self.stride, self.padding, self.impl
         )
 
 
@@ -74,8 +90,7 @@ def conv(
     kernel: int,
     stride: int = 1,
     *,
-    dtype,
-    param_dtype,
+    layers: LayerSettings,
     use_bias: bool = False,
     kernel_init=kaiming_fan_out,
     name: str | None = None,
@@ -88,17 +103,18 @@ def conv(
         kernel // 2,
         use_bias=use_bias,
         kernel_init=kernel_init,
-        dtype=dtype,
-        param_dtype=param_dtype,
+        dtype=layers.dtype,
+        param_dtype=layers.param_dtype,
+        impl=layers.conv_impl,
         name=name,
     )
 
 
-def batch_norm(train: bool, *, dtype, param_dtype, name: str | None = None) -> BatchNorm:
+def batch_norm(train: bool, *, layers: LayerSettings, name: str | None = None) -> BatchNorm:
     """BatchNorm2d as PyTorch computes it (momentum 0.1, eps 1e-5, unbiased running var)."""
-    return BatchNorm(use_running_average=not train, dtype=dtype, param_dtype=param_dtype, name=name)
-
-
-def as_dtype(name: str):
-    """'float32' / 'bfloat16' / 'float16' -> the jnp dtype."""
-    return jnp.dtype(name)
+    return BatchNorm(
+        use_running_average=not train,
+        dtype=layers.dtype,
+        param_dtype=layers.param_dtype,
+        name=name,
+    )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from efafnet_jax.models.bottleneck import Bottleneck
-from efafnet_jax.models.layers import batch_norm, conv
+from efafnet_jax.models.layers import LayerSettings, batch_norm, conv
 
 
 class ResNet(nn.Module):
@@ -24,18 +23,15 @@ class ResNet(nn.Module):
     stem_width: int = 64
     width: int = 64
     use_fam: bool = False
-    use_fsm: bool = False
     fam_base_width: int = 26
     fam_scale: int = 4
-    fsm_settings: tuple[tuple[str, Any], ...] = ()
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    feature_selection: Callable[..., nn.Module] | None = None  # a FeatureSelection partial
+    layers: LayerSettings = LayerSettings()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> list[jnp.ndarray]:
-        layer = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = conv(self.stem_width, 7, 2, name="conv1", **layer)(x)
-        x = nn.relu(batch_norm(train, name="bn1", **layer)(x))
+        x = conv(self.stem_width, 7, 2, layers=self.layers, name="conv1")(x)
+        x = nn.relu(batch_norm(train, layers=self.layers, name="bn1")(x))
         x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         stages = []
         for i, num_blocks in enumerate(self.stage_blocks):
@@ -45,12 +41,11 @@ class ResNet(nn.Module):
                     stride=2 if (i > 0 and j == 0) else 1,
                     first_of_stage=j == 0,
                     use_fam=self.use_fam,
-                    use_fsm=self.use_fsm,
                     fam_base_width=self.fam_base_width,
                     fam_scale=self.fam_scale,
-                    fsm_settings=self.fsm_settings,
+                    feature_selection=self.feature_selection,
+                    layers=self.layers,
                     name=f"layer{i + 1}_{j}",
-                    **layer,
                 )(x, train)
             stages.append(x)
         return stages

@@ -11,7 +11,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from efafnet_jax.train.state import TrainState
-from efafnet_jax.weights import CHECKPOINT_DIR
+
+CHECKPOINT_DIR = "checkpoints"  # <workdir>/checkpoints/<step>/{state,data_iter}
+BEST_DIR = "best"  # <workdir>/best: the state with the best validation score
 
 STATE_FIELDS = (
     "step",
@@ -87,3 +89,15 @@ def restore_latest(ckpt: ocp.CheckpointManager, state: TrainState, data_iter) ->
         ),
     )
     return state.replace(**restored["state"])
+
+
+def save_best(workdir: str, state: TrainState) -> None:
+    """The state as <workdir>/best (replacing the previous best).
+
+    An orbax save is collective: every process must call it, with the same state.
+    """
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(
+        os.path.abspath(os.path.join(workdir, BEST_DIR)), state_tree(state), force=True
+    )
+    checkpointer.wait_until_finished()

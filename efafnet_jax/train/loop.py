@@ -11,18 +11,17 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
 from efafnet_jax.data.device_warp import device_batch
 from efafnet_jax.data.image_store import image_store
 from efafnet_jax.data.pipeline import HostShard, build_pipeline, steps_per_epoch
 from efafnet_jax.data.splits import read_split, sample_config
+from efafnet_jax.distributed import maybe_initialize
 from efafnet_jax.evaluation.evaluator import Evaluator
-from efafnet_jax.evaluation.inference import data_mesh, global_batch
 from efafnet_jax.models import create_model
+from efafnet_jax.sharding import data_mesh, global_batch, replicated
 from efafnet_jax.train import checkpoint
-from efafnet_jax.train.distributed import maybe_initialize
-from efafnet_jax.train.metrics_log import MetricsLog
+from efafnet_jax.train.metrics_log import MetricsLog, validation_score
 from efafnet_jax.train.optim import learning_rate_schedule, make_optimizer
 from efafnet_jax.train.state import TrainState
 from efafnet_jax.train.step import BATCH_KEYS, DEVICE_BATCH_KEYS, make_train_step
@@ -86,9 +85,9 @@ def train_and_evaluate(
     total_steps = int(train.epochs * epoch_steps)
     schedule = learning_rate_schedule(train, epoch_steps, train.batch_size)
     variables = initial or initial_variables(model, config, config.seed)
-    replicated = NamedSharding(mesh, PartitionSpec())
+    state_sharding = replicated(mesh)
     state = jax.device_put(
-        TrainState.create(variables, make_optimizer(train, schedule)), replicated
+        TrainState.create(variables, make_optimizer(train, schedule)), state_sharding
     )
     samples = sample_config(config.data)
     data_iter = iter(
@@ -111,18 +110,23 @@ def train_and_evaluate(
         state = checkpoint.restore_latest(ckpt, state, data_iter)
         logging.info("resumed from step %d", int(state.step))
     prepare, keys = None, BATCH_KEYS
-    if samples.device_buffer is not None:
+    if samples.device_buffer_hw is not None:
         weights = spec.joint_weights if samples.use_joint_weights else None
         prepare = functools.partial(
             device_batch,
-            image_size=samples.image_size,
-            heatmap_size=samples.heatmap_size,
+            crop_hw=samples.crop_hw,
+            heatmap_hw=samples.heatmap_hw,
             sigma=samples.sigma,
             joint_weights=weights,
         )
         keys = DEVICE_BATCH_KEYS
     step_fn = make_train_step(
-        model, train, schedule, mesh, jax.tree_util.tree_map(lambda _: replicated, state), prepare
+        model,
+        train,
+        schedule,
+        mesh,
+        jax.tree_util.tree_map(lambda _: state_sharding, state),
+        prepare,
     )
     stop = _Stop()
     previous_handler = signal.signal(signal.SIGTERM, stop)
@@ -159,7 +163,13 @@ def train_and_evaluate(
                 checkpoint.save(ckpt, state, data_iter)
             if evaluator and step % (epoch_steps * train.eval_every_epochs) == 0:
                 metrics_val, _ = evaluator.run(model, state.variables(), progress=False)
-                best_ap = log.validation(step, metrics_val, best_ap, state)
+                # Every process holds the same metrics, so all agree on an improvement
+                # and all reach the collective save.
+                improved = validation_score(metrics_val) > best_ap
+                if improved:
+                    checkpoint.save_best(workdir, state)
+                    best_ap = validation_score(metrics_val)
+                log.validation(step, metrics_val, improved)
             if step == train.sigterm_self_at_step:
                 # Tests stop the run at a chosen step through the real signal path.
                 signal.raise_signal(signal.SIGTERM)

@@ -4,16 +4,14 @@
 the quickstart's faster-starting alternative: a softmax over each joint's pixels
 scored by cross-entropy against the target Gaussian normalised to sum 1 (an MSE
 net first learns all-zero maps and localises late; see benchmarks/RESULTS.md).
+Its outputs are logits, read with model.heatmap_activation="spatial_softmax"
+(`data.codec.activate`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 
 def per_joint_mse(pred: jnp.ndarray, target: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
@@ -48,24 +46,21 @@ def spatial_softmax_ce(
     return jnp.sum(per_joint) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
-def heatmaps_from_outputs(outputs: jnp.ndarray, loss_kind: str, sigma: float) -> jnp.ndarray:
-    """Model outputs -> heatmaps on the scale the decoder and rescoring expect.
-
-    MSE-trained outputs already are heatmaps. Spatial-softmax outputs are logits:
-    their softmax is scaled by the mass of a unit-peak Gaussian (2 pi sigma^2), so
-    a perfect prediction peaks at 1 and the 0.2 keypoint-score threshold keeps
-    its meaning.
-    """
-    if loss_kind != "spatial_softmax":
-        return outputs
-    b, h, w, k = outputs.shape
-    prob = jax.nn.softmax(outputs.reshape(b, h * w, k).astype(jnp.float32), axis=1)
-    return prob.reshape(b, h, w, k) * (2.0 * jnp.pi * sigma**2)
+# The heatmap activation (model.heatmap_activation) each loss trains the outputs for.
+LOSS_ACTIVATION = {"mse": "identity", "ohkm": "identity", "spatial_softmax": "spatial_softmax"}
 
 
-def heatmap_activation(config: ml_collections.ConfigDict) -> Callable[[jnp.ndarray], jnp.ndarray]:
-    """`heatmaps_from_outputs` for the loss and sigma a model was trained with."""
-    return partial(heatmaps_from_outputs, loss_kind=config.train.loss, sigma=config.data.sigma)
+def check_loss_fits_model(loss_kind: str, heatmap_activation: str) -> None:
+    """A ValueError when train.loss trains outputs that model.heatmap_activation misreads."""
+    if loss_kind not in LOSS_ACTIVATION:
+        raise ValueError(f"train.loss must be one of {sorted(LOSS_ACTIVATION)}, got {loss_kind!r}")
+    if LOSS_ACTIVATION[loss_kind] != heatmap_activation:
+        raise ValueError(
+            f"train.loss={loss_kind!r} trains outputs that are read with "
+            f"heatmap_activation={LOSS_ACTIVATION[loss_kind]!r}, but "
+            f"model.heatmap_activation={heatmap_activation!r}: set "
+            f"model.heatmap_activation={LOSS_ACTIVATION[loss_kind]!r}"
+        )
 
 
 def heatmap_loss(

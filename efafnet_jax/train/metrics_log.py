@@ -54,37 +54,36 @@ class MetricsLog:
         )
 
     def best_ap(self) -> float:
+        """The best validation score so far (<workdir>/best.json), -1 if none.
+
+        Every process reads it (the workdir is shared), so all agree on improvements.
+        """
         path = os.path.join(self.workdir, "best.json")
         if not os.path.isfile(path):
             return -1.0
         with open(path) as f:
             return float(json.load(f)["AP"])
 
-    def validation(self, step: int, metrics: dict, best_ap: float, state) -> float:
-        """Logs val metrics; saves the state to <workdir>/best when AP improves."""
+    def validation(self, step: int, metrics: dict, improved: bool) -> None:
+        """Logs val metrics; records the step in best.json when it improved the score."""
         if not self.enabled:
-            return best_ap
+            return
         self._write(step, {f"val/{k}": v for k, v in metrics.items()})
-        ap = metrics.get("AP", metrics.get("Mean", -1.0))
         print(
             f"step {step}  validation: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
             file=sys.stderr,
             flush=True,
         )
-        if ap > best_ap:
-            import orbax.checkpoint as ocp
-
-            from efafnet_jax.train.checkpoint import state_tree
-
-            ocp.StandardCheckpointer().save(
-                os.path.abspath(os.path.join(self.workdir, "best")), state_tree(state), force=True
-            )
+        if improved:
             with open(os.path.join(self.workdir, "best.json"), "w") as f:
-                json.dump({"step": step, "AP": ap}, f)
-            return ap
-        return best_ap
+                json.dump({"step": step, "AP": validation_score(metrics)}, f)
 
     def close(self) -> None:
         if self.enabled:
             self._writer.close()
             self._jsonl.close()
+
+
+def validation_score(metrics: dict) -> float:
+    """The number that picks the best checkpoint: AP (COCO, CrowdPose) or mean PCKh (MPII)."""
+    return float(metrics.get("AP", metrics.get("Mean", -1.0)))

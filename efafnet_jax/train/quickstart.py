@@ -1,4 +1,4 @@
-"""The generated dataset under the workdir, and the end-of-run summary the quickstart reports."""
+"""The generated dataset under the workdir, the end-of-run evaluation, the quickstart report."""
 
 from __future__ import annotations
 
@@ -33,32 +33,36 @@ def prepare_generated_data(
     return config
 
 
-def finish_quickstart(
+def final_evaluation(
     config: ml_collections.ConfigDict, workdir: str, result: dict, wall_s: float
-) -> dict:
-    """Final validation with GT boxes -> <workdir>/results/final_metrics.json and pictures."""
+) -> tuple[dict, Evaluator | None]:
+    """The run's summary: steps and wall time, plus the final validation's metrics
+    when `data.val_ann` is set (results/val_keypoints.json and val_metrics.json)."""
+    summary = {"steps": result["steps"], "wall_s": round(wall_s, 1)}
     if not config.data.val_ann:
-        return {"steps": result["steps"], "wall_s": wall_s}
+        return summary, None
     evaluator = Evaluator(config)
     metrics, _ = evaluator.run(
         result["model"], result["state"].variables(), workdir, progress=False
     )
-    summary = {**metrics, "wall_s": round(wall_s, 1), "steps": result["steps"]}
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "results", "final_metrics.json"), "w") as f:
-            json.dump(summary, f, indent=1)
-        with open(os.path.join(workdir, "results", "val_keypoints.json")) as f:
-            results = json.load(f)
-        write_pictures(
-            os.path.join(workdir, "results", "vis"),
-            4,
-            results,
-            evaluator.records,
-            evaluator.spec,
-            evaluator.records,
-        )
-        print(
-            f"final AP {metrics.get('AP', float('nan')):.4f} after {result['steps']} steps, "
-            f"{wall_s:.0f} s"
-        )
-    return summary
+    return {**metrics, **summary}, evaluator
+
+
+def write_quickstart_report(workdir: str, summary: dict, evaluator: Evaluator) -> None:
+    """The quickstart's report: results/final_metrics.json, skeleton pictures, one line."""
+    with open(os.path.join(workdir, "results", "final_metrics.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(workdir, "results", "val_keypoints.json")) as f:
+        results = json.load(f)
+    write_pictures(
+        os.path.join(workdir, "results", "vis"),
+        4,
+        results,
+        evaluator.records,
+        evaluator.spec,
+        evaluator.records,
+    )
+    print(
+        f"final AP {summary.get('AP', float('nan')):.4f} after {summary['steps']} steps, "
+        f"{summary['wall_s']:.0f} s"
+    )

@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-from efafnet_jax.train.losses import heatmap_loss
+from efafnet_jax.sharding import batch_sharded, replicated
+from efafnet_jax.train.losses import check_loss_fits_model, heatmap_loss
 from efafnet_jax.train.state import TrainState
 
 BATCH_KEYS = ("image", "target", "target_weight")
@@ -102,8 +103,7 @@ def make_train_step(
     `prepare` (on-device augmentation, `data.device_warp.device_batch`) turns the
     DEVICE_BATCH_KEYS batch into crops and targets inside the same jitted step.
     """
-    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-    replicated = NamedSharding(mesh, PartitionSpec())
+    check_loss_fits_model(train.loss, model.heatmap_activation)
     keys = BATCH_KEYS if prepare is None else DEVICE_BATCH_KEYS
 
     def step(state, batch):
@@ -113,7 +113,7 @@ def make_train_step(
 
     return jax.jit(
         step,
-        in_shardings=(state_sharding, {k: batch_sharding for k in keys}),
-        out_shardings=(state_sharding, replicated),
+        in_shardings=(state_sharding, {k: batch_sharded(mesh) for k in keys}),
+        out_shardings=(state_sharding, replicated(mesh)),
         donate_argnums=(0,),
     )

@@ -1,6 +1,6 @@
 """Poses on your own images: a skeleton PNG and a JSON per image.
 
-    python -m efafnet_jax.predict --config configs/coco.py:efafnet,r50,256x192 \
+    python -m efafnet_jax.inference.predict --config configs/coco.py:efafnet,r50,256x192 \
         (--checkpoint DIR | --torch-checkpoint FILE) --images PATH[,PATH...] \
         (--boxes FILE [--ann FILE] | --whole-image) --out DIR [--heatmaps] [--noflip_test]
 
@@ -21,7 +21,11 @@ import cv2
 import numpy as np
 from absl import flags
 
-from efafnet_jax.boxes import (
+from efafnet_jax.cli import define_common_flags, run
+from efafnet_jax.data.images import read_image
+from efafnet_jax.data.keypoints import KeypointSpec, spec_from_config
+from efafnet_jax.data.records import BadRecordError
+from efafnet_jax.inference.boxes import (
     boxes_for_image,
     list_images,
     read_boxes_file,
@@ -29,12 +33,9 @@ from efafnet_jax.boxes import (
     usable_boxes,
     whole_image_box,
 )
-from efafnet_jax.cli import define_common_flags, run
-from efafnet_jax.data.images import read_image
-from efafnet_jax.data.keypoints import KeypointSpec, spec_from_config
-from efafnet_jax.data.records import BadRecordError
+from efafnet_jax.inference.predictor import PersonPoses, PosePredictor
 from efafnet_jax.models import create_model
-from efafnet_jax.predictor import PersonPoses, PosePredictor
+from efafnet_jax.platform import for_this_machine
 from efafnet_jax.viz import draw_pose, heatmap_panel
 from efafnet_jax.weights import load_variables
 
@@ -87,7 +88,7 @@ def write_outputs(
 def main(argv):
     del argv
     f = flags.FLAGS
-    config = f.config
+    config = for_this_machine(f.config)
     if bool(f.boxes) == f.whole_image:
         raise SystemExit("predict: give exactly one of --boxes FILE and --whole-image")
     if f.ann and not f.boxes:

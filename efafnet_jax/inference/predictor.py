@@ -7,12 +7,12 @@ import dataclasses
 import ml_collections
 import numpy as np
 
+from efafnet_jax.data.codec import decode
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.transforms import affine_matrix, box_to_center_scale, warp_crop
-from efafnet_jax.evaluation.decode import decode_heatmaps
-from efafnet_jax.evaluation.inference import data_mesh, global_batch, local_rows, make_heatmap_fn
+from efafnet_jax.evaluation.heatmaps import make_heatmap_fn
 from efafnet_jax.evaluation.nms import rescore
-from efafnet_jax.train.losses import heatmap_activation
+from efafnet_jax.sharding import data_mesh, global_batch, local_rows
 
 
 @dataclasses.dataclass
@@ -50,20 +50,15 @@ class PosePredictor:
         self.batch_size = -(-batch_size // self.mesh.size) * self.mesh.size
         self.clip_to_box = clip_to_box
         self.heatmap_fn = make_heatmap_fn(
-            model,
-            spec.flip_pairs,
-            flip_test,
-            config.eval.shift_heatmap,
-            self.mesh,
-            activation=heatmap_activation(config),
+            model, spec, config.data.sigma, flip_test, config.eval.shift_heatmap, self.mesh
         )
 
     def crop(self, image_rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(crop [H, W, 3] uint8, centre, scale) of one x, y, w, h box."""
-        height, width = self.config.data.image_size
-        center, scale = box_to_center_scale(box, width / height)
-        matrix = affine_matrix(center, scale, 0.0, (width, height))
-        return warp_crop(image_rgb, matrix, (width, height)), center, scale
+        crop_hw = self.config.data.crop_hw
+        center, scale = box_to_center_scale(box, crop_hw[1] / crop_hw[0])
+        matrix = affine_matrix(center, scale, 0.0, crop_hw)
+        return warp_crop(image_rgb, matrix, crop_hw), center, scale
 
     def __call__(self, image_rgb: np.ndarray, boxes: list[list[float]]) -> PersonPoses:
         """Poses of the people in `boxes` ([x, y, w, h, score] each) of one RGB image."""
@@ -79,9 +74,7 @@ class PosePredictor:
                 for i in range(0, len(crops), self.batch_size)
             ]
         )
-        coords, joint_scores = decode_heatmaps(
-            heatmaps, centers, scales, self.config.eval.post_process
-        )
+        coords, joint_scores = decode(heatmaps, centers, scales, self.config.eval.post_process)
         if self.clip_to_box:
             low, high = boxes[:, None, :2], boxes[:, None, :2] + boxes[:, None, 2:4]
             coords = np.clip(coords, low, high)
@@ -98,12 +91,10 @@ class PosePredictor:
 
 
 def _no_people(config: ml_collections.ConfigDict, num_joints: int) -> PersonPoses:
-    height, width = config.data.image_size
-    map_height, map_width = config.data.heatmap_size
     return PersonPoses(
         np.zeros((0, 5)),
         np.zeros((0, num_joints, 3)),
         np.zeros(0),
-        np.zeros((0, height, width, 3), np.uint8),
-        np.zeros((0, map_height, map_width, num_joints), np.float32),
+        np.zeros((0, *config.data.crop_hw, 3), np.uint8),
+        np.zeros((0, *config.data.heatmap_hw, num_joints), np.float32),
     )

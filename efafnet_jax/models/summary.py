@@ -1,6 +1,6 @@
 """Parameter count and true multiply-adds / FLOPs of one config's network.
 
-python -m efafnet_jax.summary --config configs/coco.py:sbn,r50,256x192 [--json]
+python -m efafnet_jax.models.summary --config configs/coco.py:sbn,r50,256x192 [--json]
 """
 
 from __future__ import annotations
@@ -13,20 +13,26 @@ import ml_collections
 from absl import flags
 
 from efafnet_jax.cli import define_common_flags, run
-from efafnet_jax.model_cost import count_macs, count_params
-from efafnet_jax.models import create_model
+from efafnet_jax.models.efafnet import create_model
+from efafnet_jax.models.model_cost import count_macs, count_params
 
 
-def abstract_variables(model, image_size: tuple[int, int]):
+def abstract_variables(model, crop_hw: tuple[int, int]):
     """Variables of `model` as ShapeDtypeStructs (nothing is allocated)."""
-    images = jax.ShapeDtypeStruct((1, *image_size, 3), jnp.uint8)
+    images = jax.ShapeDtypeStruct((1, *crop_hw, 3), jnp.uint8)
     return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
 
 
 def summarize(config: ml_collections.ConfigDict) -> dict:
-    """params (trainable), macs and flops (= 2 * macs) of one sample."""
-    model = create_model(config.model)
-    height, width = config.data.image_size
+    """params (trainable), macs and flops (= 2 * macs) of one sample.
+
+    Counted on the stock convolutions ("xla"): the definition's multiply-adds,
+    whichever form `config.model.conv_impl` would run.
+    """
+    model_config = config.model.copy_and_resolve_references()
+    model_config.conv_impl = "xla"
+    model = create_model(model_config)
+    height, width = config.data.crop_hw
     variables = abstract_variables(model, (height, width))
     images = jax.ShapeDtypeStruct((1, height, width, 3), jnp.uint8)
     macs = count_macs(lambda v, x: model.apply(v, x, train=False), variables, images)

@@ -1,6 +1,6 @@
 """Write a trained orbax checkpoint as a state_dict of the PyTorch reference.
 
-    python -m efafnet_jax.interop.to_torch --config configs/coco.py:efafnet,r50,256x192 \
+    python -m efafnet_jax.inference.to_torch --config configs/coco.py:efafnet,r50,256x192 \
         --checkpoint runs/NAME/checkpoints/STEP --out efafnet.pth
 
 The file loads with `TorchPoseNet(config.model).load_state_dict(torch.load(FILE))`
@@ -12,36 +12,18 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import torch
 from absl import flags
 
 from efafnet_jax.cli import define_common_flags, run
-from efafnet_jax.interop.convert import flax_to_state_dict
-from efafnet_jax.interop.torch_reference import TorchPoseNet
-
-
-def torch_model(variables: dict, model_config) -> TorchPoseNet:
-    """The PyTorch reference holding these flax variables (a strict load)."""
-    model = TorchPoseNet(model_config)
-    state = flax_to_state_dict(variables)
-    model.load_state_dict(
-        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=True
-    )
-    return model
-
-
-def to_torch_state_dict(variables: dict, model_config) -> dict[str, torch.Tensor]:
-    """Flax variables -> a state_dict that the reference accepts with strict=True."""
-    return torch_model(variables, model_config).state_dict()
+from efafnet_jax.interop.torch_reference import torch_model
+from efafnet_jax.weights import restore_variables
 
 
 def main(argv):
     del argv
     f = flags.FLAGS
-    from efafnet_jax.weights import restore_variables
-
-    state = to_torch_state_dict(restore_variables(f.checkpoint), f.config.model)
+    state = torch_model(restore_variables(f.checkpoint), f.config.model).state_dict()
     torch.save(state, f.out)
     count = sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked"))
     print(f"wrote {len(state)} tensors ({count} values) to {f.out}")

@@ -7,7 +7,7 @@ import math
 import os
 from collections import defaultdict
 
-from efafnet_jax.data.coco_format import image_table, person_category_id
+from efafnet_jax.data.coco_format import load_detections
 from efafnet_jax.data.json_files import load_json
 from efafnet_jax.data.records import BadRecordError
 
@@ -45,12 +45,7 @@ def read_coco_detections(
     det_file: str, ann_file: str, score_threshold: float = 0.0
 ) -> dict[str, list[list[float]]]:
     """COCO detections (`[{image_id, category_id, bbox, score}]`) by file name (via `ann_file`)."""
-    annotations = load_json(ann_file)
-    images = image_table(annotations, ann_file)
-    person = person_category_id(annotations, ann_file)
-    detections = load_json(det_file)
-    if not isinstance(detections, list):
-        raise BadRecordError(f"detections file {det_file} is not a JSON list of detections")
+    images, person, detections = load_detections(det_file, ann_file)
     boxes = defaultdict(list)
     for i, det in enumerate(detections):
         where = f"detections file {det_file}: detection {i}"

@@ -1,4 +1,4 @@
-"""Run an exported model (efafnet_jax.export) with jax alone: no model code needed."""
+"""Run an exported model (efafnet_jax.inference.export) with jax alone: no model code needed."""
 
 from __future__ import annotations
 

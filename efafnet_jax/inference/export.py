@@ -1,10 +1,10 @@
 """Serialise the inference function with jax.export: uint8 crops in, heatmaps out.
 
-    python -m efafnet_jax.export --config configs/coco.py:efafnet,r50,256x192 \
+    python -m efafnet_jax.inference.export --config configs/coco.py:efafnet,r50,256x192 \
         (--checkpoint DIR | --torch-checkpoint FILE) --out model.jaxexport [--noflip_test]
 
 The weights are baked in and the batch size is symbolic, so the file runs with
-`efafnet_jax.serving.load_exported` (jax alone, no model code) on any batch of
+`efafnet_jax.inference.serving.load_exported` (jax alone, no model code) on any batch of
 [B, H, W, 3] uint8 RGB crops made with the training crop convention.
 """
 
@@ -20,9 +20,10 @@ from jax import export
 
 from efafnet_jax.cli import define_common_flags, run
 from efafnet_jax.data.keypoints import spec_from_config
-from efafnet_jax.evaluation.inference import heatmap_function
+from efafnet_jax.evaluation.heatmaps import heatmap_function
 from efafnet_jax.models import create_model
-from efafnet_jax.train.losses import heatmap_activation
+from efafnet_jax.platform import for_this_machine
+from efafnet_jax.weights import load_variables
 
 # Lowered for every platform a server may run it on (CPU tests, GPU and TPU serving).
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -34,17 +35,20 @@ def export_inference(
     flip_test: bool = True,
     platforms: tuple[str, ...] = PLATFORMS,
 ) -> export.Exported:
-    """The jax.export of crops [b, H, W, 3] uint8 -> heatmaps [b, h, w, K] float32."""
-    model = create_model(config.model)
+    """The jax.export of crops [b, H, W, 3] uint8 -> heatmaps [b, h, w, K] float32.
+
+    The stock convolutions ("xla") whatever `config.model.conv_impl` says: one
+    module serves every platform in `platforms`, and on GPU and TPU the CPU forms
+    (GEMM + col2im) would replace the native transposed convolution.
+    """
+    model_config = config.model.copy_and_resolve_references()
+    model_config.conv_impl = "xla"
+    model = create_model(model_config)
     spec = spec_from_config(config.data)
     heatmaps = heatmap_function(
-        model,
-        spec.flip_pairs,
-        flip_test,
-        config.eval.shift_heatmap,
-        heatmap_activation(config),
+        model, spec, config.data.sigma, flip_test, config.eval.shift_heatmap
     )
-    height, width = config.data.image_size
+    height, width = config.data.crop_hw
     (batch,) = export.symbolic_shape("b")
     crops = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8)
     return export.export(jax.jit(lambda images: heatmaps(variables, images)), platforms=platforms)(
@@ -55,9 +59,7 @@ def export_inference(
 def main(argv):
     del argv
     f = flags.FLAGS
-    config = f.config
-    from efafnet_jax.weights import load_variables
-
+    config = for_this_machine(f.config)
     variables = load_variables(
         create_model(config.model),
         config,

@@ -1,0 +1,209 @@
+"""The heatmap codec: keypoints <-> heatmaps, as plain functions.
+
+- `encode` (host, NumPy) and `encode_on_device` (JAX, inside the jitted step): the
+  training targets, HRNet's unnormalised Gaussians (JointsDataset `generate_target`).
+- `activate`: the model's outputs -> heatmaps, by the model's `heatmap_activation`.
+- `flip_back`: heatmaps of mirrored crops -> heatmaps of the crops (flip test).
+- `decode`: heatmaps -> image keypoints and scores (HRNet lib/core/inference.py
+  `get_final_preds`: argmax, quarter offset, inverse affine).
+
+Heatmaps are channels-last [..., h, w, K] everywhere. Sizes are (height, width).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from efafnet_jax.data.transforms import affine_matrix, affine_points
+
+
+def _truncate(x: np.ndarray) -> np.ndarray:
+    """Python int(): toward zero, as the reference rounds."""
+    return np.trunc(x).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=8)
+def _window(sigma: float) -> np.ndarray:
+    """The reference's window g: size = 2 * 3 sigma + 1, centred at size // 2."""
+    size = 2 * sigma * 3 + 1
+    grid = np.arange(0, size, 1, np.float32)
+    center = size // 2
+    window = np.exp(-((grid - center) ** 2 + (grid[:, None] - center) ** 2) / (2 * sigma**2))
+    window.flags.writeable = False
+    return window
+
+
+def encode(
+    joints: np.ndarray,
+    visibility: np.ndarray,
+    crop_hw: tuple[int, int],
+    heatmap_hw: tuple[int, int],
+    sigma: float,
+    joint_weights: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Heatmaps [h, w, K] float32 and weights [K] float32 for crop-pixel joints [K, 2].
+
+    The peak of joint k sits at mu = int(joint / stride + 0.5) (int truncating
+    toward zero); an unnormalised Gaussian of `sigma` is pasted in the window
+    [int(mu - 3 sigma), int(mu + 3 sigma + 1)), clipped to the map. The weight is
+    the visibility, set to 0 when the window lies wholly off the map; weights then
+    multiply by `joint_weights` if given. Vectorised over joints (no Python loop),
+    with the reference's window values.
+    """
+    joints = np.asarray(joints, np.float64)
+    num_joints = len(joints)
+    height, width = heatmap_hw
+    stride = np.asarray(crop_hw[::-1], np.float64) / np.asarray(heatmap_hw[::-1], np.float64)
+    weight = np.asarray(visibility, np.float32).reshape(num_joints).copy()
+    radius = sigma * 3
+    mu = _truncate(joints[:, :2] / stride + 0.5)
+    ul = _truncate(mu - radius)
+    br = _truncate(mu + radius + 1)
+    off_map = (ul[:, 0] >= width) | (ul[:, 1] >= height) | (br[:, 0] < 0) | (br[:, 1] < 0)
+    weight[off_map] = 0
+
+    window = _window(float(sigma))
+
+    # Scatter each joint's window (n x n values) instead of evaluating the whole map.
+    offsets = np.arange(window.shape[0])
+    ys = ul[:, 1:2] + offsets  # [K, n]: map row of each window row
+    xs = ul[:, 0:1] + offsets
+    valid_y = (ys >= 0) & (ys < np.minimum(br[:, 1:2], height))
+    valid_x = (xs >= 0) & (xs < np.minimum(br[:, 0:1], width))
+    valid = (weight > 0.5)[:, None, None] & valid_y[:, :, None] & valid_x[:, None, :]
+    k, iy, ix = np.nonzero(valid)
+    target = np.zeros((height, width, num_joints), np.float32)  # channels last, as batched
+    flat_index = (ys[k, iy] * width + xs[k, ix]) * num_joints + k
+    target.reshape(-1)[flat_index] = window[iy, ix]
+    if joint_weights is not None:
+        weight = weight * np.asarray(joint_weights, np.float32)
+    return target, weight
+
+
+def encode_on_device(
+    joints: jnp.ndarray,
+    visibility: jnp.ndarray,
+    crop_hw: tuple[int, int],
+    heatmap_hw: tuple[int, int],
+    sigma: float,
+    joint_weights: Sequence[float] | None = None,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """`encode` for a batch, in JAX: joints [B, K, 2] -> heatmaps [B, h, w, K], weights [B, K].
+
+    The same window placement and truncations as `encode`, evaluated densely (a
+    mask over the map) instead of scattered, in float32.
+    """
+    height, width = heatmap_hw
+    stride = jnp.asarray([crop_hw[1] / width, crop_hw[0] / height], jnp.float32)
+    radius = sigma * 3
+    size = 2 * sigma * 3 + 1
+    center = size // 2
+    mu = jnp.trunc(joints.astype(jnp.float32) / stride + 0.5)
+    ul = jnp.trunc(mu - radius)
+    br = jnp.trunc(mu + radius + 1)
+    off_map = (ul[..., 0] >= width) | (ul[..., 1] >= height) | (br[..., 0] < 0) | (br[..., 1] < 0)
+    weight = jnp.where(off_map, 0.0, visibility.astype(jnp.float32))
+
+    def window_offsets(coords, low, high):  # [n] map coords -> [B, K, n] offsets, mask
+        offset = coords - low[..., None]
+        return offset, (offset >= 0) & (offset < size) & (coords < high[..., None])
+
+    off_x, in_x = window_offsets(jnp.arange(width, dtype=jnp.float32), ul[..., 0], br[..., 0])
+    off_y, in_y = window_offsets(jnp.arange(height, dtype=jnp.float32), ul[..., 1], br[..., 1])
+    # One float32 exp of the summed squares, as the host window is computed.
+    exponent = (off_y[..., :, None] - center) ** 2 + (off_x[..., None, :] - center) ** 2
+    values = jnp.exp(-exponent / (2 * sigma**2))  # [B, K, h, w]
+    mask = in_y[..., :, None] & in_x[..., None, :] & (weight > 0.5)[..., None, None]
+    target = jnp.where(mask, values, 0.0).transpose(0, 2, 3, 1)
+    if joint_weights is not None:
+        weight = weight * jnp.asarray(joint_weights, jnp.float32)
+    return target, weight
+
+
+def activate(outputs: jnp.ndarray, activation: str, sigma: float) -> jnp.ndarray:
+    """Model outputs [B, h, w, K] -> heatmaps on the scale `decode` and rescoring expect.
+
+    "identity": the outputs are heatmaps (MSE/OHKM training). "spatial_softmax": the
+    outputs are per-joint logits over pixels; their softmax is scaled by the mass
+    of a unit-peak Gaussian (2 pi sigma^2), so a perfect prediction peaks at 1 and
+    the 0.2 keypoint-score threshold keeps its meaning. `activation` is the model's
+    `heatmap_activation`, a property of its outputs, never of a training setting.
+    """
+    if activation == "identity":
+        return outputs
+    if activation != "spatial_softmax":
+        raise ValueError(
+            f"heatmap activation must be 'identity' or 'spatial_softmax', got {activation!r}"
+        )
+    b, h, w, k = outputs.shape
+    prob = jax.nn.softmax(outputs.reshape(b, h * w, k).astype(jnp.float32), axis=1)
+    return prob.reshape(b, h, w, k) * (2.0 * jnp.pi * sigma**2)
+
+
+def flip_back(heatmaps: jnp.ndarray, flip_permutation: np.ndarray, shift: bool = True):
+    """Heatmaps of mirrored crops -> heatmaps of the original crops (HRNet `flip_back`).
+
+    Mirror the width, swap left/right channels (`KeypointSpec.flip_permutation`),
+    then (`shift`, the reference's SHIFT_HEATMAP) move everything one pixel right:
+    out[..., 1:, :] = out[..., :-1, :], column 0 keeping its own value.
+    """
+    out = heatmaps[:, :, ::-1, :][..., np.asarray(flip_permutation)]
+    if shift:
+        out = jnp.concatenate([out[:, :, :1, :], out[:, :, :-1, :]], axis=2)
+    return out
+
+
+def max_positions(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax per joint (first maximum wins) -> coords [N, K, 2] (x, y) and scores [N, K].
+
+    Where the maximum is <= 0 the coordinate is (0, 0), as the reference masks it.
+    """
+    n, h, w, k = heatmaps.shape
+    flat = np.moveaxis(heatmaps, -1, 1).reshape(n, k, h * w)
+    index = np.argmax(flat, axis=2)
+    scores = np.take_along_axis(flat, index[..., None], axis=2)[..., 0]
+    coords = np.stack([index % w, index // w], axis=-1).astype(np.float32)
+    coords *= (scores > 0)[..., None]
+    return coords, scores
+
+
+def quarter_offset(heatmaps: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Moves each peak 0.25 px toward its higher neighbour, where 1 < px < w-1, 1 < py < h-1."""
+    n, h, w, k = heatmaps.shape
+    px = np.floor(coords[..., 0] + 0.5).astype(np.int64)
+    py = np.floor(coords[..., 1] + 0.5).astype(np.int64)
+    inside = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
+    pxc, pyc = np.clip(px, 1, w - 2), np.clip(py, 1, h - 2)
+    batch = np.arange(n)[:, None]
+    joint = np.arange(k)[None, :]
+    dx = heatmaps[batch, pyc, pxc + 1, joint] - heatmaps[batch, pyc, pxc - 1, joint]
+    dy = heatmaps[batch, pyc + 1, pxc, joint] - heatmaps[batch, pyc - 1, pxc, joint]
+    offset = np.stack([np.sign(dx), np.sign(dy)], axis=-1) * 0.25
+    return coords + offset * inside[..., None]
+
+
+def to_image_coordinates(
+    coords: np.ndarray, centers: np.ndarray, scales: np.ndarray, heatmap_hw: tuple[int, int]
+) -> np.ndarray:
+    """Heatmap coords [N, K, 2] -> image coords via the inverse affine of (centre, scale, 0)."""
+    out = np.zeros(coords.shape, np.float64)
+    for i in range(len(coords)):  # one 2x3 matrix per person
+        matrix = affine_matrix(centers[i], scales[i], 0.0, heatmap_hw, inverse=True)
+        out[i] = affine_points(coords[i], matrix)
+    return out
+
+
+def decode(
+    heatmaps: np.ndarray, centers: np.ndarray, scales: np.ndarray, post_process: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """HRNet `get_final_preds`: (image coords [N, K, 2], scores [N, K])."""
+    heatmaps = np.asarray(heatmaps, np.float32)
+    coords, scores = max_positions(heatmaps)
+    if post_process:
+        coords = quarter_offset(heatmaps, coords)
+    return to_image_coordinates(coords, centers, scales, heatmaps.shape[1:3]), scores

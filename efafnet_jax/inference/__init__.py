@@ -1,0 +1,1 @@
+"""Inference on new inputs: predict on images, export for serving, weights out to PyTorch."""
