@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from efafnet_jax.models.batch_norm import BatchNorm
-from efafnet_jax.models.kernels import check_conv_impl, conv2d, conv_transpose2d
+from efafnet_jax.models.kernels import conv2d, conv_transpose2d
 
 # torchvision resnet.py: kaiming_normal_(mode="fan_out", nonlinearity="relu").
 kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -30,10 +30,7 @@ class LayerSettings:
 
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    conv_impl: str = "xla"
-
-    def __post_init__(self):
-        check_conv_impl(self.conv_impl)
+    conv_impl: str = "xla"  # checked where it is used, by kernels.conv2d / conv_transpose2d
 
 
 class Conv(nn.Module):

@@ -181,4 +181,10 @@ def train_and_evaluate(
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         log.close()
-    return {"steps": int(state.step), "stopped": False, "model": model, "state": state}
+    return {
+        "steps": int(state.step),
+        "stopped": False,
+        "model": model,
+        "state": state,
+        "evaluator": evaluator,  # the periodic one, if any: the final validation reuses it
+    }

@@ -41,7 +41,8 @@ def final_evaluation(
     summary = {"steps": result["steps"], "wall_s": round(wall_s, 1)}
     if not config.data.val_ann:
         return summary, None
-    evaluator = Evaluator(config)
+    # The loop's evaluator has read the val split and compiled the model already.
+    evaluator = result.get("evaluator") or Evaluator(config)
     metrics, _ = evaluator.run(
         result["model"], result["state"].variables(), workdir, progress=False
     )
