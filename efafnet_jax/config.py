@@ -194,6 +194,9 @@ def train_config(variant: str) -> ml_collections.ConfigDict:
             keep_checkpoints=3,
             eval_every_epochs=10,
             max_nonfinite=10,  # stop after this many non-finite updates in a row
+            # Several processes agree on a SIGTERM (all-gather) every this many steps and
+            # all save there; one process stops at the next step.
+            stop_check_every_steps=10,
             sigterm_self_at_step=0,  # > 0: the run sends itself SIGTERM there (tests)
             workers=4,
         )

@@ -22,8 +22,19 @@ def resolve_conv_impl(requested: str, backend: str) -> str:
     return "cpu_gemm" if backend == "cpu" else "xla"
 
 
+def resolve_compute_dtype(requested: str, backend: str) -> str:
+    """train.compute_dtype "auto" -> bfloat16 on GPU/TPU, float32 on CPU (XLA:CPU computes
+    bf16 convolutions in f32 anyway, at the cost of the conversions)."""
+    if requested != "auto":
+        return requested
+    return "float32" if backend == "cpu" else "bfloat16"
+
+
 def for_this_machine(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy of `config` with the machine-dependent "auto" settings resolved here."""
     config = config.copy_and_resolve_references()
-    config.model.conv_impl = resolve_conv_impl(config.model.conv_impl, jax.default_backend())
+    backend = jax.default_backend()
+    config.model.conv_impl = resolve_conv_impl(config.model.conv_impl, backend)
+    if "train" in config:
+        config.train.compute_dtype = resolve_compute_dtype(config.train.compute_dtype, backend)
     return config

@@ -7,7 +7,8 @@ Training and evaluation both go through these functions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import collections
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -38,3 +39,21 @@ def local_rows(array: jax.Array) -> np.ndarray:
     """The rows of a batch-sharded global array that live on this host, in order."""
     shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
     return np.concatenate([np.asarray(s.data) for s in shards], axis=0)
+
+
+def prefetched(
+    batches: Iterable[dict], put: Callable[[dict], dict], depth: int = 2
+) -> Iterator[dict]:
+    """`put(batch)` for each batch, `depth` batches ahead of the consumer.
+
+    `put` starts the host-to-device copies (`global_batch`) and returns at once, so
+    while the device runs step i, batch i+1 is already there and batch i+2 is on
+    its way: the host assembles batches while the device computes.
+    """
+    queue: collections.deque[dict] = collections.deque()
+    for batch in batches:
+        queue.append(put(batch))
+        if len(queue) > depth:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()

@@ -37,9 +37,32 @@ DATA_DIR = REPO / "tests" / "data"
 
 
 def load_test_config(path_and_spec: str, conv_impl: str = "xla"):
-    """`load_config` with the convolution form chosen here, as an entry point would."""
+    """`load_config` with the convolution form and compute dtype chosen here (float32), as
+    an entry point would."""
     from efafnet_jax.config import load_config
 
     config = load_config(path_and_spec)
     config.model.conv_impl = conv_impl
+    config.train.compute_dtype = "float32"
     return config
+
+
+# float64 runs that differ only in reduction order (device or process count) agree to
+# ~1e-15 of each tensor's largest value; a lost optimiser state or data position moves
+# parameters by ~1e-4 of it. 1e-9 sits between the two with margin on both sides.
+FLOAT64_SAME_RUN = 1e-9
+
+
+def largest_relative_difference(a, b) -> float:
+    """max over tensors of max|a - b| / max|a| (two variable trees of the same structure)."""
+    import jax
+    import numpy as np
+
+    leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(leaves_a) == len(leaves_b)
+    worst = 0.0
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        assert x.dtype == y.dtype == np.float64, (x.dtype, y.dtype)
+        scale = max(float(np.max(np.abs(x))), 1e-12)  # no floor above 1e-12
+        worst = max(worst, float(np.max(np.abs(x - y))) / scale)
+    return worst

@@ -5,7 +5,7 @@ from conftest import CONFIG_DIR
 
 from efafnet_jax.config import VARIANTS, load_config, parse_spec
 from efafnet_jax.models import create_model
-from efafnet_jax.platform import for_this_machine, resolve_conv_impl
+from efafnet_jax.platform import for_this_machine, resolve_compute_dtype, resolve_conv_impl
 
 CONFIG_FILES = sorted(p.name for p in CONFIG_DIR.glob("*.py"))
 
@@ -83,6 +83,16 @@ def test_conv_impl_auto_resolves_by_backend_and_keeps_explicit_choices():
     assert resolve_conv_impl("auto", "gpu") == resolve_conv_impl("auto", "tpu") == "xla"
     assert resolve_conv_impl("xla", "cpu") == "xla"
     assert resolve_conv_impl("cpu_gemm", "gpu") == "cpu_gemm"
+
+
+def test_compute_dtype_auto_resolves_by_backend_at_the_entry_point():
+    assert resolve_compute_dtype("auto", "cpu") == "float32"
+    assert resolve_compute_dtype("auto", "gpu") == "bfloat16"
+    assert resolve_compute_dtype("auto", "tpu") == "bfloat16"
+    assert resolve_compute_dtype("float64", "gpu") == "float64"
+    assert for_this_machine(load_config(str(CONFIG_DIR / "tiny.py"))).train.compute_dtype == (
+        "float32"  # these tests run on CPU
+    )
 
 
 def test_unknown_model_config_key_is_named():

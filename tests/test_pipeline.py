@@ -97,14 +97,39 @@ def test_packed_equals_unpacked(dataset, tmp_path):
     del iterator
 
 
-def test_hosts_split_each_epoch_between_them(dataset):
+def _global_batches(records, hosts: int, steps: int, start_batch: int = 0) -> list[dict]:
+    """`steps` global batches of 6, as `hosts` simulated processes feed them (host order)."""
+    per_host = [
+        _batches(
+            records,
+            steps,
+            batch_size=6 // hosts,
+            num_epochs=2,
+            shard=HostShard(host, hosts),
+            start_batch=start_batch,
+        )[0]
+        for host in range(hosts)
+    ]
+    return [
+        {key: np.concatenate([rows[step][key] for rows in per_host]) for key in per_host[0][0]}
+        for step in range(steps)
+    ]
+
+
+def test_one_two_and_three_hosts_read_the_same_global_batches(dataset):
     _, _, records = dataset
-    seen = []
-    for host in range(2):
-        batches, _ = _batches(records, 2, shard=HostShard(host, 2))  # one epoch: 8 per host
-        seen.append(np.concatenate([b["record_index"] for b in batches]))
-    assert not set(seen[0]) & set(seen[1])
-    assert sorted(np.concatenate(seen)) == list(range(16))
+    records = records[:13]  # 2 global batches of 6 per epoch; one record left over
+    one = _global_batches(records, 1, 4)  # 2 epochs
+    for hosts in (2, 3):
+        _assert_same(one, _global_batches(records, hosts, 4))
+    epochs = [np.concatenate([b["record_index"] for b in one[e : e + 2]]) for e in (0, 2)]
+    assert len(set(epochs[0])) == len(set(epochs[1])) == 12  # each epoch: 12 of 13, no repeat
+    assert not np.array_equal(epochs[0], epochs[1])
+    # The data position is the step: a run saved after 1 step on 2 hosts resumes on 3
+    # at global batch 1 and reads what the straight run reads next.
+    (saved_on_two,) = _global_batches(records, 2, 1)
+    _assert_same(one[:1], [saved_on_two])
+    _assert_same(one[1:], _global_batches(records, 3, 3, start_batch=1))
 
 
 def test_eval_mode_is_fixed_order_padded_and_masked(dataset):

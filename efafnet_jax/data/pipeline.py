@@ -2,9 +2,14 @@
 
 Every sample is a pure function of (seed, epoch, record index): the epoch's
 shuffle is a permutation drawn from (seed, epoch), and the augmentation draws
-come from (seed, epoch, record index). So batches are the same for any number of
-worker processes and after restoring the iterator state (`get_state` /
-`set_state`, or grain.checkpoint with orbax).
+come from (seed, epoch, record index). Training reads each epoch as global
+batches of that permutation (the remainder dropped); host p of n reads rows
+[p*b, (p+1)*b) of every global batch, b = global batch / n. So the global
+batches are the same for any number of hosts and of worker processes, and the
+data position after k steps is k global batches whatever the host count: a run
+resumes on another host count by starting the pipeline at its step
+(`start_batch`). The grain iterator state (`get_state` / `set_state`) still
+restores a position on the same host count.
 """
 
 from __future__ import annotations
@@ -45,15 +50,21 @@ class SampleSource:
         train: bool,
         shard: HostShard,
         on_bad_record: str,
+        batch_size: int = 1,
     ):
+        """`batch_size`: this host's rows of each global batch (training only)."""
         if not records:
             raise ValueError("the pipeline got no records")
         self.records, self.spec, self.config, self.store = records, spec, config, store
         self.seed, self.train, self.shard, self.on_bad_record = seed, train, shard, on_bad_record
+        self.batch_size = batch_size
         if train:
-            self.per_host = len(records) // shard.count
+            global_batch = batch_size * shard.count
+            self.per_host = steps_per_epoch(len(records), global_batch) * batch_size
             if self.per_host == 0:
-                raise ValueError(f"{len(records)} records cannot feed {shard.count} hosts")
+                raise ValueError(
+                    f"{len(records)} records are fewer than one global batch of {global_batch}"
+                )
         else:
             self.per_host = math.ceil(len(records) / shard.count)
         self._permutation = (None, None)
@@ -72,8 +83,9 @@ class SampleSource:
             if position >= self.per_host or slot >= len(self.records):
                 return 0, 0, False
             return 0, slot, True
-        epoch, q = divmod(position, self.per_host)
-        slot = self.shard.index + q * self.shard.count
+        epoch, in_epoch = divmod(position, self.per_host)
+        batch, row = divmod(in_epoch, self.batch_size)
+        slot = (batch * self.shard.count + self.shard.index) * self.batch_size + row
         return epoch, int(self._epoch_order(epoch)[slot]), True
 
     def __call__(self, position: int) -> dict[str, np.ndarray]:
@@ -152,19 +164,26 @@ def build_pipeline(
     shard: HostShard = HostShard(),
     on_bad_record: str = "raise",
     threads: int = 8,
+    start_batch: int = 0,
 ) -> grain.IterDataset:
     """Batches of this host's samples (`batch_size` per host).
 
-    Train: `num_epochs` epochs of shuffled, augmented samples, incomplete last
-    batch dropped. Eval: every record once in file order (this host's share),
-    the last batch padded, `valid` marking real samples.
+    Train: `num_epochs` epochs of shuffled, augmented samples in global batches
+    of `batch_size * shard.count` (each epoch's remainder dropped), from global
+    batch `start_batch` on. Eval: every record once in file order (this host's
+    share), the last batch padded, `valid` marking real samples.
     """
-    source = SampleSource(records, spec, config, store, seed, train, shard, on_bad_record)
+    source = SampleSource(
+        records, spec, config, store, seed, train, shard, on_bad_record, batch_size
+    )
+    start = 0
     if train:
         total = source.per_host * num_epochs
+        start = start_batch * batch_size
     else:
         total = math.ceil(source.per_host / batch_size) * batch_size
-    dataset = grain.MapDataset.range(total).map(source).batch(batch_size, drop_remainder=train)
+    dataset = grain.MapDataset.range(start, total).map(source)
+    dataset = dataset.batch(batch_size, drop_remainder=train)
     iterable = dataset.to_iter_dataset(
         grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4 * batch_size)
     )
@@ -173,6 +192,6 @@ def build_pipeline(
     return iterable
 
 
-def steps_per_epoch(num_records: int, batch_size: int, shard: HostShard = HostShard()) -> int:
-    """Training batches per epoch on each host."""
-    return (num_records // shard.count) // batch_size
+def steps_per_epoch(num_records: int, global_batch: int) -> int:
+    """Training steps per epoch: whole global batches, the same for any host count."""
+    return num_records // global_batch

@@ -23,7 +23,7 @@ from efafnet_jax.evaluation.coco_metric import keypoint_ap
 from efafnet_jax.evaluation.heatmaps import make_heatmap_fn
 from efafnet_jax.evaluation.mpii_metric import pckh
 from efafnet_jax.evaluation.nms import oks_nms, rescore, soft_oks_nms
-from efafnet_jax.sharding import data_mesh, global_batch, local_rows
+from efafnet_jax.sharding import data_mesh, global_batch, local_rows, prefetched
 
 
 class Evaluator:
@@ -82,12 +82,25 @@ class Evaluator:
         )
         total = -(-len(self.records) // (e.batch_size * shard.count))
         parts, start = [], time.time()
-        for step, batch in enumerate(batches, start=1):
-            heatmaps = local_rows(heatmap_fn(variables, global_batch(mesh, batch["image"])))
-            coords, scores = decode(heatmaps, batch["center"], batch["scale"], e.post_process)
+
+        def finish(step: int, heatmaps: jax.Array, batch: dict) -> None:
+            coords, scores = decode(
+                local_rows(heatmaps), batch["center"], batch["scale"], e.post_process
+            )
             parts.append((batch["record_index"], coords, scores, batch["valid"]))
             if progress and jax.process_index() == 0:
                 _progress(step, total, time.time() - start, e.batch_size * shard.count)
+
+        # One batch behind: the host decodes batch i while the device runs batch i+1,
+        # and the images of the next batches are already on the device.
+        pending = None
+        on_device = prefetched(batches, lambda b: {**b, "image": global_batch(mesh, b["image"])})
+        for step, batch in enumerate(on_device, start=1):
+            heatmaps = heatmap_fn(variables, batch["image"])
+            if pending:
+                finish(*pending)
+            pending = (step, heatmaps, batch)
+        finish(*pending)
         rows = tuple(np.concatenate(p) for p in zip(*parts, strict=True))
         if shard.count > 1:
             from jax.experimental import multihost_utils

@@ -1,18 +1,22 @@
-"""orbax checkpoints of the train state together with the grain iterator state."""
+"""orbax checkpoints of the train state.
+
+The data position is not stored apart: it is the step (each step consumes one
+global batch, and the global batches do not depend on the host count; see
+efafnet_jax.data.pipeline), so a checkpoint resumes on any number of hosts.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 
-import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from efafnet_jax.train.state import TrainState
 
-CHECKPOINT_DIR = "checkpoints"  # <workdir>/checkpoints/<step>/{state,data_iter}
+CHECKPOINT_DIR = "checkpoints"  # <workdir>/checkpoints/<step>/state
 BEST_DIR = "best"  # <workdir>/best: the state with the best validation score
 
 STATE_FIELDS = (
@@ -31,12 +35,15 @@ def state_tree(state: TrainState) -> dict:
 
 
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-    """Keeps the last `keep` checkpoints under <workdir>/checkpoints/<step>/{state,data_iter}."""
+    """Keeps the last `keep` checkpoints under <workdir>/checkpoints/<step>/state.
+
+    Every process must call its saves and restores: they are collective.
+    """
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     return ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
         options=options,
-        item_names=("state", "data_iter"),
+        item_names=("state",),
     )
 
 
@@ -49,7 +56,7 @@ def all_finite(state: TrainState) -> bool:
     )
 
 
-def save(ckpt: ocp.CheckpointManager, state: TrainState, data_iter, force: bool = False) -> bool:
+def save(ckpt: ocp.CheckpointManager, state: TrainState, force: bool = False) -> bool:
     """Saves at the state's step; False if that step is already saved.
 
     Refuses (ValueError) a state with a non-finite value.
@@ -68,25 +75,19 @@ def save(ckpt: ocp.CheckpointManager, state: TrainState, data_iter, force: bool 
     saved = ckpt.save(
         step,
         force=force,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state_tree(state)),
-            data_iter=grain.checkpoint.CheckpointSave(data_iter),
-        ),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state_tree(state))),
     )
     ckpt.wait_until_finished()
     return saved
 
 
-def restore_latest(ckpt: ocp.CheckpointManager, state: TrainState, data_iter) -> TrainState:
-    """The latest checkpoint into `state`'s structure and sharding; `data_iter` is set too."""
+def restore_latest(ckpt: ocp.CheckpointManager, state: TrainState) -> TrainState:
+    """The latest checkpoint into `state`'s structure and sharding."""
     step = ckpt.latest_step()
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state_tree(state))
     restored = ckpt.restore(
         step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract),
-            data_iter=grain.checkpoint.CheckpointRestore(data_iter),
-        ),
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)),
     )
     return state.replace(**restored["state"])
 

@@ -86,7 +86,13 @@ def train_step(
         nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1),
         nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
     )
-    metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step), "finite": finite}
+    metrics = {
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "lr": schedule(state.step),
+        "finite": finite,
+        "nonfinite_in_a_row": new_state.nonfinite_in_a_row,
+    }
     return new_state, metrics
 
 
