@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from efafnet_jax.data.records import BadRecordError
 
 
 def _underscored(arg: str) -> str:
@@ -28,8 +31,17 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-    """absl.app.run with `parse_flags`."""
-    app.run(main, flags_parser=parse_flags)
+    """absl.app.run with `parse_flags`; bad input ends the command with its message
+    (which names the file, record and field) and exit status 2, not a traceback."""
+
+    def main_without_traceback_for_bad_input(argv: list[str]) -> None:
+        try:
+            main(argv)
+        except BadRecordError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    app.run(main_without_traceback_for_bad_input, flags_parser=parse_flags)
 
 
 def define_common_flags(default_config: str = "configs/coco.py") -> None:

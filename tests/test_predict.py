@@ -76,45 +76,6 @@ def test_real_coco_images_with_detections(tmp_path, clip):
     )
 
 
-def test_bad_boxes_and_images_warn_and_the_rest_is_processed(tmp_path):
-    paths = generate(str(tmp_path / "data"), train=1, val=2, seed=5)
-    val_dir = tmp_path / "data" / "images" / "val"
-    good = sorted(os.listdir(val_dir))
-    (val_dir / "broken.jpg").write_bytes(b"not a jpeg")
-    boxes = {
-        good[0]: [
-            [10, 10, 0, 50, 0.9],
-            [1000, 1000, 20, 20, 0.9],
-            [-50, -50, 20, 20, 0.8],
-            [-20, 30, 100, 120, 0.7],
-        ],
-        good[1]: [[30, 30, 80, 120]],
-        "broken.jpg": [[0, 0, 10, 10, 1.0]],
-    }
-    boxes_file = tmp_path / "boxes.json"
-    boxes_file.write_text(json.dumps(boxes))
-    del paths
-    proc = _predict(
-        "--images",
-        str(val_dir),
-        "--boxes",
-        str(boxes_file),
-        "--out",
-        str(tmp_path / "out"),
-        "--json",
-    )
-    assert "box 0 [10.0, 10.0, 0.0, 50.0] has zero size" in proc.stderr
-    assert "box 1 [1000.0, 1000.0, 20.0, 20.0] lies wholly outside" in proc.stderr
-    assert "box 2 [-50.0, -50.0, 20.0, 20.0] lies wholly outside" in proc.stderr
-    assert "broken.jpg" in proc.stderr and "cannot be decoded" in proc.stderr
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary == {"images": 2, "people": 2, "unreadable": 1, "out": str(tmp_path / "out")}
-    first = json.load(open(tmp_path / "out" / f"{good[0][:-4]}.json"))
-    assert [p["box"] for p in first["people"]] == [[-20.0, 30.0, 100.0, 120.0]]
-    second = json.load(open(tmp_path / "out" / f"{good[1][:-4]}.json"))
-    assert second["people"][0]["box_score"] == 1.0  # a box without a score counts as 1
-
-
 def test_whole_image_mode(tmp_path):
     generate(str(tmp_path / "data"), train=1, val=1, seed=6)
     image = sorted((tmp_path / "data" / "images" / "val").iterdir())[0]
@@ -124,14 +85,27 @@ def test_whole_image_mode(tmp_path):
 
 
 def test_malformed_boxes_files_name_the_entry(tmp_path):
+    # Bad input of every kind through the command: tests/test_predict_hardening.py.
     path = tmp_path / "boxes.json"
     path.write_text(json.dumps({"a.jpg": [[1, 2, 3]]}))
     with pytest.raises(BadRecordError, match=r"boxes.json: 'a.jpg' box 0: expected \[x, y, w, h\]"):
-        read_boxes_file(str(path))
+        read_boxes_file(str(path), 0.75, 17)
     path.write_text(json.dumps({"a.jpg": [[1, 2, "w", 4]]}))
-    with pytest.raises(BadRecordError, match="non-numeric"):
-        read_boxes_file(str(path))
-    assert usable_boxes([[0, 0, 5, 5, 1.0]], (10, 10, 3), "x.jpg") == [[0, 0, 5, 5, 1.0]]
+    with pytest.raises(BadRecordError, match="'a.jpg' box 0: field 'w' is non-numeric"):
+        read_boxes_file(str(path), 0.75, 17)
+    path.write_text(json.dumps({"a.jpg": [[1, 2, 3, 4, float("nan")]]}))
+    with pytest.raises(BadRecordError, match="'a.jpg' box 0: field 'score' is not finite"):
+        read_boxes_file(str(path), 0.75, 17)
+    path.write_text(json.dumps([[1, 2, 3, 4]]))
+    with pytest.raises(BadRecordError, match="expected an object mapping file names"):
+        read_boxes_file(str(path), 0.75, 17, on_bad_record="skip")
+    path.write_text(json.dumps({"a.jpg": [[0, 0, 5, 5], [1, 2, 3]], "b.jpg": 5}))
+    table, summary = read_boxes_file(str(path), 0.75, 17, on_bad_record="skip")
+    assert len(summary.skipped) == 2 and "'b.jpg' does not map to a list" in summary.skipped[1]
+    ((label, record),) = table["a.jpg"]
+    assert label.endswith("'a.jpg' box 0") and record.box_score == 1.0
+    (kept,) = usable_boxes(table["a.jpg"], (10, 10, 3), "x.jpg")
+    assert kept is record and kept.box.tolist() == [0, 0, 5, 5]
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ box. Detections follow `_load_coco_person_detection_results`.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -69,7 +70,7 @@ def read_coco_keypoints(
     data = load_json(ann_file)
     images = image_table(data, ann_file)
     category = person_category_id(data, ann_file)
-    by_image: dict[int, list[dict]] = {image_id: [] for image_id in images}
+    by_image: dict[int, list[tuple[int, dict]]] = {image_id: [] for image_id in images}
     for i, ann in enumerate(data.get("annotations") or []):
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
         if image_id not in by_image:
@@ -77,19 +78,21 @@ def read_coco_keypoints(
                 f"{ann_file}: annotations[{i}] (id {_get(ann, 'id')}): field "
                 f"'image_id' {image_id!r} names no image in the file"
             )
+            summary.skipped_annotations.append(i)
             continue
-        by_image[image_id].append(ann)
+        by_image[image_id].append((i, ann))
 
     records = []
     for image_id, anns in by_image.items():
         image = images[image_id]
         path = os.path.join(image_dir, image["file_name"])
-        for ann in anns:
+        for position, ann in anns:
             where = f"{ann_file}: annotation id {_get(ann, 'id')} (image id {image_id})"
             try:
                 record = _gt_record(ann, image, path, spec, category, aspect_ratio, where, summary)
             except BadRecordError as err:
                 handler.bad(str(err))
+                summary.skipped_annotations.append(position)
                 continue
             if record is not None:
                 records.append(record)
@@ -146,7 +149,27 @@ def _gt_record(
         area=area,
         box=np.asarray(clean, np.float32),
         annotation_id=int(ann.get("id", -1)),
+        image_hw=(int(image["height"]), int(image["width"])),
     )
+
+
+def _image_hw(image: dict) -> tuple[int, int] | None:
+    """(height, width) of an image entry, None when it gives no numeric size."""
+    size = image.get("height"), image.get("width")
+    if all(isinstance(v, (int, float)) and v > 0 for v in size):
+        return int(size[0]), int(size[1])
+    return None
+
+
+def degenerate_box_problem(box, width: float | None = None, height: float | None = None) -> str:
+    """Why a detection box [x, y, w, h] cannot hold a person ('' if it can): no area, or
+    (when the image size is known) wholly outside the image."""
+    x, y, w, h = (float(v) for v in box)
+    if not w > 0 or not h > 0:
+        return f"has no area (width {w:g}, height {h:g})"
+    if width and height and (x >= width or y >= height or x + w <= 0 or y + h <= 0):
+        return f"lies wholly outside the {width:g}x{height:g} image"
+    return ""
 
 
 def load_detections(det_file: str, ann_file: str) -> tuple[dict[int, dict], int, list]:
@@ -200,9 +223,15 @@ def read_detections(
         if score < score_threshold:
             summary.filtered["boxes below the score threshold"] += 1
             continue
+        image = images[det["image_id"]]
+        problem = degenerate_box_problem(box, image.get("width"), image.get("height"))
+        if problem:
+            # A crop of such a box is no person: predict skips these too.
+            logging.warning("%s: field 'bbox' %s %s; skipped", where, box, problem)
+            summary.filtered["degenerate boxes (warned)"] += 1
+            continue
         used_box = extend_box(box, box_extension) if box_extension else np.asarray(box)
         center, scale = box_to_center_scale(used_box, aspect_ratio)
-        image = images[det["image_id"]]
         records.append(
             PersonRecord(
                 image_path=os.path.join(image_dir, image["file_name"]),
@@ -214,6 +243,7 @@ def read_detections(
                 box_score=score,
                 area=float(box[2] * box[3]),
                 box=np.asarray(used_box, np.float32),
+                image_hw=_image_hw(image),
             )
         )
     if check_images:

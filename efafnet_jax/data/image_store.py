@@ -8,16 +8,31 @@ import os
 import numpy as np
 
 from efafnet_jax.data.images import decode_image, read_image
-from efafnet_jax.data.records import BadRecordError, PersonRecord
+from efafnet_jax.data.records import BadRecordError, PersonRecord, image_label
 
 PACK_INDEX = "index.json"
+
+
+def _checked_size(record: PersonRecord, image: np.ndarray) -> np.ndarray:
+    """`image`, if its size is the one the annotation file gives (when it gives one).
+
+    Joints and boxes are in the annotated pixel grid: a resized or replaced file
+    would silently shift every crop.
+    """
+    if record.image_hw is not None and tuple(image.shape[:2]) != tuple(record.image_hw):
+        (height, width), (want_h, want_w) = image.shape[:2], record.image_hw
+        raise BadRecordError(
+            f"{image_label(record.image_path, record.image_id)} is {width}x{height} pixels, "
+            f"but the annotation file's images[].width/height say {want_w}x{want_h}"
+        )
+    return image
 
 
 class FileImages:
     """Reads each record's image file."""
 
     def load(self, record: PersonRecord, rgb: bool = True) -> np.ndarray:
-        return read_image(record.image_path, record.image_id, rgb)
+        return _checked_size(record, read_image(record.image_path, record.image_id, rgb))
 
 
 class PackedImages:
@@ -54,9 +69,10 @@ class PackedImages:
             from grain.sources import ArrayRecordDataSource
 
             self._source = ArrayRecordDataSource(self.shards)
-        return decode_image(
+        image = decode_image(
             self._source[self.positions[name]], record.image_path, record.image_id, rgb
         )
+        return _checked_size(record, image)
 
 
 def image_store(images_dir: str):

@@ -7,7 +7,7 @@ import os
 import cv2
 import numpy as np
 
-from efafnet_jax.data.records import BadRecordError
+from efafnet_jax.data.records import BadRecordError, image_label
 
 # HRNet JointsDataset reads with IMREAD_COLOR | IMREAD_IGNORE_ORIENTATION (EXIF
 # orientation is ignored: COCO's keypoints are in the stored pixel grid).
@@ -16,21 +16,25 @@ _READ_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 def decode_image(data: bytes, path: str, image_id: int, rgb: bool = True) -> np.ndarray:
     """JPEG/PNG bytes -> [H, W, 3] uint8, RGB (or cv2's BGR with rgb=False)."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), _READ_FLAGS)
+    if not data:
+        # cv2.imdecode asserts on an empty buffer (a cv2.error naming no file).
+        raise BadRecordError(f"{image_label(path, image_id)} is empty (0 bytes)")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), _READ_FLAGS)
+    except cv2.error as err:
+        raise BadRecordError(f"{image_label(path, image_id)} cannot be decoded: {err}") from err
     if image is None:
-        raise BadRecordError(f"image file {path} (image id {image_id}) cannot be decoded")
+        raise BadRecordError(f"{image_label(path, image_id)} cannot be decoded")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if rgb else image
 
 
 def read_image(path: str, image_id: int, rgb: bool = True) -> np.ndarray:
     """The image at `path` as [H, W, 3] uint8 RGB (or BGR with rgb=False)."""
     if not os.path.isfile(path):
-        raise BadRecordError(f"image file {path} (image id {image_id}) does not exist")
+        raise BadRecordError(f"{image_label(path, image_id)} does not exist")
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as err:
-        raise BadRecordError(
-            f"image file {path} (image id {image_id}) cannot be read: {err}"
-        ) from err
+        raise BadRecordError(f"{image_label(path, image_id)} cannot be read: {err}") from err
     return decode_image(data, path, image_id, rgb)

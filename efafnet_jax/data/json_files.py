@@ -12,6 +12,8 @@ from efafnet_jax.data.records import BadRecordError
 
 def load_json(path: str):
     """Parses `path`; a missing, unreadable, truncated or malformed file raises BadRecordError."""
+    if os.path.isdir(path):
+        raise BadRecordError(f"{path} is a directory, not a JSON file")
     if not os.path.isfile(path):
         raise BadRecordError(f"annotation file {path} does not exist")
     try:

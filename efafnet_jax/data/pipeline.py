@@ -91,7 +91,7 @@ class SampleSource:
     def __call__(self, position: int) -> dict[str, np.ndarray]:
         keep_large_blocks_in_heap()  # once per process (grain workers included)
         epoch, index, valid = self.locate(position)
-        record = self.records[index]
+        record, skipped = self.records[index], False
         draws = None
         if self.train:
             draws = draw_augmentation(np.random.default_rng([self.seed, epoch, index]))
@@ -118,13 +118,16 @@ class SampleSource:
             # A zero-weight stand-in keeps every other sample (and the batch shape) as is.
             logging.warning("skipping sample of record %d: %s", index, err)
             arrays = self._stand_in(record, on_device)
-            valid = False
+            valid, skipped = False, True
         return {
             **arrays,
             "record_index": np.int32(index),
             "box_score": np.float32(record.box_score),
             "image_id": np.int64(record.image_id),
             "valid": np.bool_(valid),
+            # A real record replaced by a zero-weight stand-in (valid is False too);
+            # padding has neither flag.
+            "skipped": np.bool_(skipped),
         }
 
     def _stand_in(self, record: PersonRecord, on_device: bool) -> dict[str, np.ndarray]:

@@ -37,10 +37,17 @@ class PersonRecord:
     area: float = 0.0
     box: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(4, np.float32))
     annotation_id: int = -1
+    # (height, width) that the annotation file gives the image, checked when it is decoded.
+    image_hw: tuple[int, int] | None = None
 
 
 class BadRecordError(ValueError):
     """Bad input, with the file and the record that carry it in the message."""
+
+
+def image_label(path: str, image_id: int) -> str:
+    """'image file P (image id N)' for messages; the file alone when there is no id."""
+    return f"image file {path}" + (f" (image id {image_id})" if image_id >= 0 else "")
 
 
 @dataclasses.dataclass
@@ -51,6 +58,9 @@ class ReadSummary:
     kept: int = 0
     filtered: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     skipped: list[str] = dataclasses.field(default_factory=list)
+    # Positions in the file's annotation list of the annotations skipped as bad: the
+    # metric scores against the GT without them, as the reader accepted it.
+    skipped_annotations: list[int] = dataclasses.field(default_factory=list)
 
     def line(self) -> str:
         """One line for the log: kept, reference filtering by reason, bad records skipped."""
@@ -83,7 +93,8 @@ class BadRecordHandler:
         self.summary.skipped.append(message)
 
     def finish(self) -> ReadSummary:
-        logging.info(self.summary.line())
+        """Logs the summary line (a warning when records were skipped)."""
+        (logging.warning if self.summary.skipped else logging.info)(self.summary.line())
         return self.summary
 
 
@@ -97,9 +108,7 @@ def drop_missing_images(
         if record.image_path not in exists:
             exists[record.image_path] = os.path.isfile(record.image_path)
             if not exists[record.image_path]:
-                handler.bad(
-                    f"image file {record.image_path} (image id {record.image_id}) does not exist"
-                )
+                handler.bad(f"{image_label(record.image_path, record.image_id)} does not exist")
         if exists[record.image_path]:
             kept.append(record)
     return kept

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from efafnet_jax.data.coco_format import read_coco_keypoints, read_detections
 from efafnet_jax.data.keypoints import KeypointSpec, spec_from_config
 from efafnet_jax.data.mpii import read_mpii
-from efafnet_jax.data.records import PersonRecord, ReadSummary
+from efafnet_jax.data.records import BadRecordError, PersonRecord, ReadSummary
 from efafnet_jax.data.sample import SampleConfig
 from efafnet_jax.data.transforms import AugmentConfig
 
@@ -24,12 +26,50 @@ def sample_config(data: ml_collections.ConfigDict) -> SampleConfig:
     )
 
 
+def check_split_paths(data: ml_collections.ConfigDict, split: str) -> None:
+    """Raises BadRecordError naming the config key of a path of `split` that is missing
+    or of the wrong kind; callers check before training starts, not at its end."""
+    expected = {f"{split}_ann": "file", f"{split}_images": "directory"}
+    if split == "val":
+        expected["val_detections"] = "file"
+        if data.dataset == "mpii":
+            expected["mpii_headboxes"] = "file"
+    for key, kind in expected.items():
+        path = data.get(key) or ""
+        if not path and key == "val_detections":
+            continue  # optional: GT boxes
+        if not os.path.exists(path):
+            hint = " (a custom dataset sets or clears it: README, Datasets)" if path else ""
+            raise BadRecordError(f"data.{key}={path!r}: no such {kind}{hint}")
+        if kind == "file" and os.path.isdir(path):
+            raise BadRecordError(f"data.{key}={path!r} is a directory, not a file")
+        if kind == "directory" and not os.path.isdir(path):
+            raise BadRecordError(f"data.{key}={path!r} is a file, not a directory")
+
+
 def read_split(
     data: ml_collections.ConfigDict, split: str
 ) -> tuple[list[PersonRecord], ReadSummary, KeypointSpec]:
-    """Records of `split` ('train' or 'val'); val uses `data.val_detections` when set."""
+    """Records of `split` ('train' or 'val'); val uses `data.val_detections` when set.
+
+    No record at all (an empty file, no person, no detection above the threshold)
+    is an error that names the file and the reason.
+    """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    check_split_paths(data, split)
+    records, summary, spec = _read(data, split)
+    if not records:
+        what = "detections" if split == "val" and data.get("val_detections") else "persons"
+        if not summary.filtered and not summary.skipped:
+            raise BadRecordError(f"no {what} in {summary.source}")
+        raise BadRecordError(f"no usable {what} in {summary.line()}")
+    return records, summary, spec
+
+
+def _read(
+    data: ml_collections.ConfigDict, split: str
+) -> tuple[list[PersonRecord], ReadSummary, KeypointSpec]:
     spec = spec_from_config(data)
     ann, images = data[f"{split}_ann"], data[f"{split}_images"]
     policy = dict(on_bad_record=data.on_bad_record, check_images=data.check_images)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from collections import defaultdict
 
@@ -12,12 +13,14 @@ import jax
 import ml_collections
 import numpy as np
 
+from efafnet_jax.data.coco_format import read_coco_keypoints
 from efafnet_jax.data.codec import decode
 from efafnet_jax.data.image_store import image_store
+from efafnet_jax.data.json_files import load_json
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.mpii import headboxes_from_official, read_gt_valid
 from efafnet_jax.data.pipeline import HostShard, build_pipeline
-from efafnet_jax.data.records import PersonRecord
+from efafnet_jax.data.records import BadRecordError, PersonRecord, ReadSummary
 from efafnet_jax.data.splits import read_split, sample_config
 from efafnet_jax.evaluation.coco_metric import keypoint_ap
 from efafnet_jax.evaluation.heatmaps import make_heatmap_fn
@@ -40,10 +43,21 @@ class Evaluator:
         spec: KeypointSpec | None = None,
     ):
         self.config = config
+        skipped_persons = 0
+        summary = None
         if records is None:
-            records, _, spec = read_split(config.data, "val")
+            records, summary, spec = read_split(config.data, "val")
+            skipped_persons = len(summary.skipped)
         self.records, self.spec = records, spec
         self.sample_config = sample_config(config.data)
+        # Checked before inference: everything the metric needs, and the GT as the
+        # reader accepted it (the metric must not trip over a record the reader skipped).
+        self.skipped = {"skipped_persons": skipped_persons, "skipped_annotations": 0}
+        self.metric_gt_file = None
+        if config.data.dataset != "mpii":
+            self.metric_gt_file, self.skipped["skipped_annotations"] = metric_ground_truth(
+                config.data, spec, summary
+            )
         # One jitted heatmap function per (model, mesh), reused by every periodic
         # validation: built anew each time, it would compile anew each time.
         self._heatmap_fns: dict = {}
@@ -59,7 +73,8 @@ class Evaluator:
         return self._heatmap_fns[key]
 
     def predict(self, model, variables, mesh=None, progress: bool = True) -> np.ndarray:
-        """Keypoints [N, K, 3] (x, y, score) in image pixels, in record order."""
+        """Keypoints [N, K, 3] (x, y, score) in image pixels, in record order; NaN for
+        persons skipped under on_bad_record=skip."""
         e = self.config.eval
         mesh = mesh or data_mesh()
         if e.batch_size % len(mesh.local_devices):
@@ -87,7 +102,7 @@ class Evaluator:
             coords, scores = decode(
                 local_rows(heatmaps), batch["center"], batch["scale"], e.post_process
             )
-            parts.append((batch["record_index"], coords, scores, batch["valid"]))
+            parts.append((batch["record_index"], coords, scores, batch["valid"], batch["skipped"]))
             if progress and jax.process_index() == 0:
                 _progress(step, total, time.time() - start, e.batch_size * shard.count)
 
@@ -109,11 +124,13 @@ class Evaluator:
             # batches; `valid` marks the real ones), so all call the all-gather with
             # the same shapes; the padding is dropped after it.
             rows = tuple(np.concatenate(list(a)) for a in multihost_utils.process_allgather(rows))
-        index, coords, scores, valid = rows
-        index, coords, scores = index[valid], coords[valid], scores[valid]
+        index, coords, scores, valid, skipped = rows
         keypoints = np.zeros((len(self.records), self.spec.num_joints, 3))
-        keypoints[index, :, :2] = coords
-        keypoints[index, :, 2] = scores
+        keypoints[index[valid], :, :2] = coords[valid]
+        keypoints[index[valid], :, 2] = scores[valid]
+        # A person whose image could not be used (on_bad_record=skip) has no answer:
+        # NaN, left out of the results and counted, never scored as a zero prediction.
+        keypoints[index[skipped]] = np.nan
         return keypoints
 
     def coco_results(self, keypoints: np.ndarray) -> list[dict]:
@@ -126,7 +143,8 @@ class Evaluator:
         areas = np.array([np.prod(np.asarray(r.scale) * 200.0) for r in self.records])
         by_image = defaultdict(list)
         for i, record in enumerate(self.records):
-            by_image[record.image_id].append(i)
+            if not np.isnan(keypoints[i]).any():
+                by_image[record.image_id].append(i)
         sigmas = np.asarray(self.spec.sigmas)
         results = []
         for image_id, members in by_image.items():
@@ -151,7 +169,7 @@ class Evaluator:
             return self._pckh(keypoints)
         results = self.coco_results(keypoints) if results is None else results
         return keypoint_ap(
-            data.val_ann, results, self.spec.sigmas, crowd=data.dataset == "crowdpose"
+            self.metric_gt_file, results, self.spec.sigmas, crowd=data.dataset == "crowdpose"
         )
 
     def _pckh(self, keypoints: np.ndarray) -> dict:
@@ -184,6 +202,9 @@ class Evaluator:
         keypoints = self.predict(model, variables, mesh, progress)
         results = None if self.config.data.dataset == "mpii" else self.coco_results(keypoints)
         metrics = self.metrics(keypoints, results)
+        unanswered = int(np.isnan(keypoints).any(axis=(1, 2)).sum())
+        metrics["skipped_persons"] = self.skipped["skipped_persons"] + unanswered
+        metrics["skipped_annotations"] = self.skipped["skipped_annotations"]
         if out_dir and jax.process_index() == 0:
             folder = os.path.join(out_dir, "results")
             os.makedirs(folder, exist_ok=True)
@@ -195,12 +216,60 @@ class Evaluator:
                         "keypoints": keypoints[i].ravel().round(3).tolist(),
                     }
                     for i, r in enumerate(self.records)
+                    if not np.isnan(keypoints[i]).any()
                 ]
             with open(os.path.join(folder, f"{split}_keypoints.json"), "w") as f:
                 json.dump(results, f)
             with open(os.path.join(folder, f"{split}_metrics.json"), "w") as f:
                 json.dump(metrics, f, indent=1)
         return metrics, keypoints
+
+
+def metric_ground_truth(
+    data: ml_collections.ConfigDict, spec: KeypointSpec, summary: ReadSummary | None
+) -> tuple[str, int]:
+    """(GT file the metric scores against, annotations left out of it) for COCO/CrowdPose.
+
+    The GT the reader accepted: annotations it skipped as bad (on_bad_record=skip)
+    are dropped from a copy, which is what the metric reads; without any, the file
+    itself. With detections the GT was not read for the records, so it is read here
+    under the same policy. CrowdPose's crowd indices are checked here, before
+    inference, not by the metric after it.
+    """
+    if summary is None or data.get("val_detections"):
+        height, width = data.crop_hw
+        _, summary = read_coco_keypoints(
+            data.val_ann,
+            data.val_images,
+            spec,
+            width / height,
+            on_bad_record=data.on_bad_record,
+            check_images=False,
+        )
+    gt = None
+    if data.dataset == "crowdpose":
+        gt = load_json(data.val_ann)
+        for i, image in enumerate(gt.get("images", [])):
+            if "crowdIndex" not in image:
+                raise BadRecordError(
+                    f"{data.val_ann}: images[{i}] (id {image.get('id')}) lacks 'crowdIndex', "
+                    "which CrowdPose's AP easy/medium/hard needs"
+                )
+        for i, ann in enumerate(gt.get("annotations", [])):
+            if "num_keypoints" not in ann and i not in summary.skipped_annotations:
+                raise BadRecordError(
+                    f"{data.val_ann}: annotation id {ann.get('id')} lacks 'num_keypoints', "
+                    "which CrowdPose's metric needs (xtcocotools reads it for every person)"
+                )
+    if not summary.skipped_annotations:
+        return data.val_ann, 0
+    gt = gt or load_json(data.val_ann)
+    dropped = set(summary.skipped_annotations)
+    gt["annotations"] = [a for i, a in enumerate(gt["annotations"]) if i not in dropped]
+    handle, path = tempfile.mkstemp(prefix="val_gt_as_read_", suffix=".json")
+    with os.fdopen(handle, "w") as f:
+        json.dump(gt, f)
+    return path, len(dropped)
 
 
 def _mat_keys(path: str) -> list[str]:

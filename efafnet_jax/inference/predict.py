@@ -4,11 +4,19 @@
         (--checkpoint DIR | --torch-checkpoint FILE) --images PATH[,PATH...] \
         (--boxes FILE [--ann FILE] | --whole-image) --out DIR [--heatmaps] [--noflip_test]
 
-Boxes: `{"file.jpg": [[x, y, w, h, score], ...]}`, or COCO detections
-(`[{image_id, bbox, score}]`) with `--ann` naming the COCO file that maps image
-ids to file names. Writes DIR/<stem>.png (skeletons, a colour per limb) and
-DIR/<stem>.json (per person: box, keypoints [[x, y, score], ...] in image
-pixels, score); --heatmaps adds DIR/<stem>_heatmaps.png.
+Boxes: `{"file.jpg": [[x, y, w, h, score], ...]}` (used as given), or COCO detections
+(`[{image_id, bbox, score}]`) with `--ann` naming the COCO file that maps image ids to
+file names, read by eval.py's reader (`data.det_score_threshold`,
+`data.det_box_extension`): the same detections give eval.py's keypoints. Writes
+DIR/<stem>.png (skeletons, a colour per limb) and DIR/<stem>.json (per person: box,
+keypoints [[x, y, score], ...] in image pixels, score); --heatmaps adds
+DIR/<stem>_heatmaps.png.
+
+Bad input does not stop the run: an unreadable image, a malformed or non-finite box, a
+box of no area or wholly outside its image, a boxes-file key that matches no image, an
+image without boxes and (detections) an image of another size than the annotation file
+says each give a warning naming the file (and the box and field) and are counted in the
+summary line (and the --json line); the rest is processed.
 """
 
 from __future__ import annotations
@@ -18,16 +26,19 @@ import logging
 import os
 
 import cv2
+import ml_collections
 import numpy as np
 from absl import flags
 
 from efafnet_jax.cli import define_common_flags, run
 from efafnet_jax.data.images import read_image
 from efafnet_jax.data.keypoints import KeypointSpec, spec_from_config
-from efafnet_jax.data.records import BadRecordError
+from efafnet_jax.data.records import BadRecordError, PersonRecord
 from efafnet_jax.inference.boxes import (
-    boxes_for_image,
+    LabelledRecord,
+    box_record,
     list_images,
+    match_images,
     read_boxes_file,
     read_coco_detections,
     usable_boxes,
@@ -63,8 +74,9 @@ def write_outputs(
             {
                 "box": [round(float(v), 2) for v in box[:4]],
                 "box_score": round(float(box[4]), 5),
+                # 3 decimals, as evaluation's results file.
                 "keypoints": [
-                    [round(float(v), 2) for v in k[:2]] + [round(float(k[2]), 5)] for k in keypoints
+                    [round(float(v), 3) for v in k[:2]] + [round(float(k[2]), 5)] for k in keypoints
                 ],
                 "score": round(float(score), 5),
             }
@@ -85,6 +97,63 @@ def write_outputs(
     return result
 
 
+def boxes_by_image(
+    boxes_file: str,
+    ann_file: str | None,
+    data: ml_collections.ConfigDict,
+    images: list[str],
+    counts: dict[str, int],
+) -> dict[str, list[LabelledRecord]]:
+    """Each image's boxes from `--boxes` (with `--ann`: COCO detections, read as eval.py
+    reads them). Bad boxes, keys that match no image and images without boxes are each
+    warned about (naming the file, the box and the field) and counted in `counts`: none
+    of them stops the run."""
+    if ann_file:
+        table, summary = read_coco_detections(boxes_file, ann_file, data, on_bad_record="skip")
+    else:
+        height, width = data.crop_hw
+        num_joints = spec_from_config(data).num_joints
+        table, summary = read_boxes_file(boxes_file, width / height, num_joints, "skip")
+    for message in summary.skipped:
+        logging.warning("%s; skipped", message)
+    counts["bad_boxes"] = len(summary.skipped)
+    # eval.py's reader drops, with a warning, detections of no area or outside the image.
+    counts["degenerate_boxes"] = summary.filtered["degenerate boxes (warned)"]
+    boxes_of, unmatched = match_images(table, images)
+    for key in unmatched:
+        logging.warning(
+            "%s: %r matches no image of --images (by path or file name); boxes not used: %d",
+            boxes_file,
+            key,
+            len(table[key]),
+        )
+    counts["unmatched_keys"] = len(unmatched)
+    for path in images:
+        if not boxes_of[path]:
+            logging.warning("image %s: no boxes for it in %s; no people", path, boxes_file)
+            counts["images_without_boxes"] += 1
+    return boxes_of
+
+
+def fits(records: list[PersonRecord], image: np.ndarray, path: str) -> bool:
+    """Whether the image has the size that the annotation file gives it (detections), as
+    evaluation checks: boxes in another pixel grid would give wrong keypoints silently."""
+    sizes = {tuple(r.image_hw) for r in records if r.image_hw is not None}
+    if sizes <= {tuple(image.shape[:2])}:
+        return True
+    height, width = next(iter(sizes))
+    logging.warning(
+        "image file %s is %dx%d pixels, but the annotation file's images[].width/height say "
+        "%dx%d: its detections do not fit it; skipped",
+        path,
+        image.shape[1],
+        image.shape[0],
+        width,
+        height,
+    )
+    return False
+
+
 def main(argv):
     del argv
     f = flags.FLAGS
@@ -93,16 +162,19 @@ def main(argv):
         raise SystemExit("predict: give exactly one of --boxes FILE and --whole-image")
     if f.ann and not f.boxes:
         raise SystemExit("predict: --ann goes with --boxes (a COCO detections file)")
-    table = {}
-    if f.boxes:
-        table = (
-            read_coco_detections(f.boxes, f.ann, config.data.det_score_threshold)
-            if f.ann
-            else read_boxes_file(f.boxes)
-        )
     images = list_images(f.images)
     if not images:
         raise SystemExit(f"predict: no images in {f.images}")
+    counts = dict.fromkeys(
+        ("wrong_size", "bad_boxes", "degenerate_boxes", "unmatched_keys", "images_without_boxes"),
+        0,
+    )
+    boxes_of = {}
+    if f.boxes:
+        try:
+            boxes_of = boxes_by_image(f.boxes, f.ann, config.data, images, counts)
+        except BadRecordError as err:  # the file as a whole: nothing in it can be used
+            raise SystemExit(f"predict: {err}") from None
     model = create_model(config.model)
     variables = load_variables(
         model, config, checkpoint=f.checkpoint, torch_checkpoint=f.torch_checkpoint
@@ -111,6 +183,7 @@ def main(argv):
     predictor = PosePredictor(
         model, variables, config, spec, f.flip_test, f.batch_size, f.clip_to_box
     )
+    height, width = config.data.crop_hw
     os.makedirs(f.out, exist_ok=True)
     written, people, failed = 0, 0, 0
     for path in images:
@@ -120,13 +193,27 @@ def main(argv):
             logging.warning("%s; skipped", err)
             failed += 1
             continue
-        boxes = [whole_image_box(image.shape)] if f.whole_image else boxes_for_image(table, path)
-        poses = predictor(image, usable_boxes(boxes, image.shape, path))
+        if f.whole_image:
+            box = whole_image_box(image.shape)
+            boxes = [("--whole_image box", box_record(path, box, width / height, spec.num_joints))]
+        else:
+            boxes = boxes_of[path]
+        if not fits([record for _, record in boxes], image, path):
+            counts["wrong_size"] += 1
+            continue
+        kept = usable_boxes(boxes, image.shape, path)
+        counts["degenerate_boxes"] += len(boxes) - len(kept)
+        poses = predictor.on_records(image, kept)
         write_outputs(f.out, path, image, poses, spec, f.threshold, f.heatmaps)
         written += 1
         people += len(poses.boxes)
-    summary = {"images": written, "people": people, "unreadable": failed, "out": f.out}
-    print(f"predict: {people} people on {written} images -> {f.out} ({failed} unreadable)")
+    summary = {"images": written, "people": people, "unreadable": failed, **counts, "out": f.out}
+    print(
+        f"predict: {people} people on {written} images -> {f.out} ({failed} unreadable and "
+        f"{counts['wrong_size']} wrong-size images, {counts['bad_boxes']} bad and "
+        f"{counts['degenerate_boxes']} degenerate boxes skipped, {counts['unmatched_keys']} "
+        f"unmatched keys, {counts['images_without_boxes']} images without boxes)"
+    )
     if f.json:
         print(json.dumps(summary))
 
@@ -139,7 +226,10 @@ if __name__ == "__main__":
     flags.DEFINE_string("torch_checkpoint", None, "A PyTorch state_dict (.pth) of the reference.")
     flags.DEFINE_list("images", None, "Image files and/or folders, comma-separated.")
     flags.DEFINE_string(
-        "boxes", None, "Boxes: {file: [[x, y, w, h, score], ...]} or COCO detections."
+        "boxes",
+        None,
+        "Boxes: {file: [[x, y, w, h, score], ...]} (used as given) or, with --ann, COCO "
+        "detections (data.det_score_threshold and data.det_box_extension apply, as in eval.py).",
     )
     flags.DEFINE_string(
         "ann", None, "With COCO detections: the COCO file mapping ids to file names."
@@ -149,7 +239,12 @@ if __name__ == "__main__":
     flags.DEFINE_float("threshold", 0.2, "Keypoint score below which a joint is not drawn.")
     flags.DEFINE_bool("heatmaps", False, "Also write <stem>_heatmaps.png.")
     flags.DEFINE_bool("flip_test", True, "Average with the mirrored crop's heatmaps.")
-    flags.DEFINE_bool("clip_to_box", True, "Clip keypoints to their box (else the padded crop).")
+    flags.DEFINE_bool(
+        "clip_to_box",
+        False,
+        "Clip keypoints to their box. Off: evaluation and the reference do not clip, and "
+        "clipping moves the joints the model places in the crop's margin.",
+    )
     flags.DEFINE_integer("batch_size", 32, "Crops per jitted call.")
     flags.mark_flags_as_required(["images", "out"])
     run(main)

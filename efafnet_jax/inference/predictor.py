@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
 
 from efafnet_jax.data.codec import decode
 from efafnet_jax.data.keypoints import KeypointSpec
-from efafnet_jax.data.transforms import affine_matrix, box_to_center_scale, warp_crop
+from efafnet_jax.data.records import PersonRecord
+from efafnet_jax.data.transforms import affine_matrix, warp_crop
 from efafnet_jax.evaluation.heatmaps import make_heatmap_fn
 from efafnet_jax.evaluation.nms import rescore
+from efafnet_jax.inference.boxes import box_record
 from efafnet_jax.sharding import data_mesh, global_batch, local_rows
 
 
@@ -32,7 +35,9 @@ class PosePredictor:
 
     Crops follow the training convention (HRNet's centre/scale with the aspect
     ratio and 1.25 padding, zero border outside the image); batches are padded to
-    `batch_size` so one compiled function serves every image.
+    `batch_size` so one compiled function serves every image. Keypoints are not
+    clipped to the box unless `clip_to_box`: evaluation does not clip (nor does the
+    reference), and clipping moves the joints the model places in the crop's margin.
     """
 
     def __init__(
@@ -43,7 +48,7 @@ class PosePredictor:
         spec: KeypointSpec,
         flip_test: bool = True,
         batch_size: int = 32,
-        clip_to_box: bool = True,
+        clip_to_box: bool = False,
     ):
         self.variables, self.config, self.spec = variables, config, spec
         self.mesh = data_mesh()
@@ -53,21 +58,28 @@ class PosePredictor:
             model, spec, config.data.sigma, flip_test, config.eval.shift_heatmap, self.mesh
         )
 
-    def crop(self, image_rgb: np.ndarray, box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(crop [H, W, 3] uint8, centre, scale) of one x, y, w, h box."""
+    def crop(self, image_rgb: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """The crop [H, W, 3] uint8 of one centre and scale (the evaluation's, unaugmented)."""
         crop_hw = self.config.data.crop_hw
-        center, scale = box_to_center_scale(box, crop_hw[1] / crop_hw[0])
-        matrix = affine_matrix(center, scale, 0.0, crop_hw)
-        return warp_crop(image_rgb, matrix, crop_hw), center, scale
+        return warp_crop(image_rgb, affine_matrix(center, scale, 0.0, crop_hw), crop_hw)
 
-    def __call__(self, image_rgb: np.ndarray, boxes: list[list[float]]) -> PersonPoses:
-        """Poses of the people in `boxes` ([x, y, w, h, score] each) of one RGB image."""
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 5)
-        if not len(boxes):
-            return _no_people(self.config, self.spec.num_joints)
-        crops, centers, scales = (
-            np.stack(v) for v in zip(*(self.crop(image_rgb, b) for b in boxes), strict=True)
+    def __call__(self, image_rgb: np.ndarray, boxes: Sequence[Sequence[float]]) -> PersonPoses:
+        """Poses of the people in `boxes` ([x, y, w, h, score] each, used as given)."""
+        crop_hw = self.config.data.crop_hw
+        return self.on_records(
+            image_rgb,
+            [box_record("", box, crop_hw[1] / crop_hw[0], self.spec.num_joints) for box in boxes],
         )
+
+    def on_records(self, image_rgb: np.ndarray, records: Sequence[PersonRecord]) -> PersonPoses:
+        """Poses of the people of one RGB image, cropped at each record's centre and
+        scale (a detection record's come from its extended box, as in evaluation)."""
+        if not len(records):
+            return _no_people(self.config, self.spec.num_joints)
+        boxes = np.array([[*r.box, r.box_score] for r in records], np.float64)
+        centers = np.stack([r.center for r in records])
+        scales = np.stack([r.scale for r in records])
+        crops = np.stack([self.crop(image_rgb, c, s) for c, s in zip(centers, scales, strict=True)])
         heatmaps = np.concatenate(
             [
                 self._heatmaps(crops[i : i + self.batch_size])

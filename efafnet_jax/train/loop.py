@@ -25,7 +25,7 @@ from efafnet_jax.data.device_warp import device_batch
 from efafnet_jax.data.image_store import image_store
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.pipeline import HostShard, build_pipeline, steps_per_epoch
-from efafnet_jax.data.splits import read_split, sample_config
+from efafnet_jax.data.splits import check_split_paths, read_split, sample_config
 from efafnet_jax.distributed import maybe_initialize
 from efafnet_jax.evaluation.evaluator import Evaluator
 from efafnet_jax.models import create_model
@@ -220,6 +220,8 @@ def train_and_evaluate(
         raise ValueError(
             f"train.batch_size {train.batch_size} is not a multiple of the {mesh.size} devices"
         )
+    if config.data.val_ann:  # the final validation must not fail after the training
+        check_split_paths(config.data, "val")
     records, summary, spec = read_split(config.data, "train")
     logging.info(summary.line())
     epoch_steps = steps_per_epoch(len(records), train.batch_size)
