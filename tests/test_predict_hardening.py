@@ -27,19 +27,16 @@ ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 NAN = float("nan")
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
+def _run(*args: str, status: int = 0) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=ENV, timeout=900
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == status, proc.stderr[-3000:]
     return proc
 
 
-def _predict(data, name: str, images: str, boxes: str, *args: str) -> tuple:
-    """(output folder, stderr, the --json summary) of predict with the default settings on
-    `data[images]` and `data[boxes]`."""
-    out = data["root"] / name
-    proc = _run(
+def _predict_args(data, name: str, images: str, boxes: str, *args: str) -> list[str]:
+    return [
         "-m",
         "efafnet_jax.inference.predict",
         "--config",
@@ -49,11 +46,17 @@ def _predict(data, name: str, images: str, boxes: str, *args: str) -> tuple:
         "--boxes",
         str(data[boxes]),
         "--out",
-        str(out),
+        str(data["root"] / name),
         "--json",
         *args,
-    )
-    return out, proc.stderr, json.loads(proc.stdout.strip().splitlines()[-1])
+    ]
+
+
+def _predict(data, name: str, images: str, boxes: str, *args: str) -> tuple:
+    """(output folder, stderr, the --json summary) of predict with the default settings on
+    `data[images]` and `data[boxes]`."""
+    proc = _run(*_predict_args(data, name, images, boxes, *args))
+    return data["root"] / name, proc.stderr, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _dump(path, data) -> str:
@@ -114,6 +117,9 @@ def data(tmp_path_factory):
 
     return dict(
         root=root,
+        garbage=dirty_dir / "garbage.jpg",
+        resized=dirty_dir / "resized.jpg",
+        resized_width=first["width"] + 8,
         names=names,
         ids=ids,
         val_ann=paths["val"],
@@ -123,6 +129,7 @@ def data(tmp_path_factory):
         dirty_ann=_dump(root / "dirty_ann.json", dirty_ann),
         dirty_detections=_dump(root / "dirty_det.json", detections + bad_detections),
         first_bad_detection=len(detections),
+        resized_detection=_dump(root / "resized_det.json", bad_detections[6:7]),
         boxes=_dump(root / "boxes.json", boxes),
         dirty_boxes=_dump(root / "dirty_boxes.json", dirty_boxes),
         clean_counts=[len(boxes[name]) for name in names],
@@ -319,3 +326,36 @@ def test_clean_runs_report_nothing_skipped(clean_detections, clean_boxes):
         assert set(counts.values()) == {0}, counts
         assert (summary["images"], summary["people"]) == (4, 12)
         assert not _warnings(stderr, "skipped")
+
+
+def test_under_raise_the_first_bad_input_stops_predict_with_its_message(data):
+    """--on_bad_record=raise: exit status 2 and `error: <message>` naming the file (the
+    box and the field), no traceback; the default (skip) is tested above."""
+    raise_ = "--on_bad_record=raise"
+    n, first = data["first_bad_detection"], data["names"][0]
+    for images, boxes, args, message in (
+        (
+            "dirty_dir",
+            "dirty_detections",
+            ("--ann", data["dirty_ann"]),
+            f"dirty_det.json: detection {n} (image id {data['ids'][0]}): field 'bbox'",
+        ),
+        (
+            "dirty_dir",
+            "dirty_boxes",
+            (),
+            f"dirty_boxes.json: '{first}' box {data['clean_counts'][0]}: field 'x' is not finite",
+        ),
+        ("garbage", "boxes", (), f"image file {data['dirty_dir'] / 'garbage.jpg'} "),
+        (
+            "resized",
+            "resized_detection",
+            ("--ann", data["dirty_ann"]),
+            f"image file {data['dirty_dir'] / 'resized.jpg'} is {data['resized_width']}x100 "
+            "pixels, but the annotation file's images[].width/height say",
+        ),
+    ):
+        proc = _run(*_predict_args(data, "raise", images, boxes, *args, raise_), status=2)
+        (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        assert message in line, (message, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr

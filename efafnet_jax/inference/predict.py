@@ -12,11 +12,14 @@ DIR/<stem>.png (skeletons, a colour per limb) and DIR/<stem>.json (per person: b
 keypoints [[x, y, score], ...] in image pixels, score); --heatmaps adds
 DIR/<stem>_heatmaps.png.
 
-Bad input does not stop the run: an unreadable image, a malformed or non-finite box, a
-box of no area or wholly outside its image, a boxes-file key that matches no image, an
-image without boxes and (detections) an image of another size than the annotation file
-says each give a warning naming the file (and the box and field) and are counted in the
-summary line (and the --json line); the rest is processed.
+Bad input (`--on_bad_record`): an unreadable image, a malformed or non-finite box and
+(detections) an image of another size than the annotation file says are skipped with a
+warning naming the file (and the box and field) and counted in the summary line (and the
+--json line) under `skip`, the default, so that one bad file does not lose a folder's
+results; under `raise` the first one stops the command with that message (exit status 2).
+Under both, a box of no area or wholly outside its image (as eval.py's reader), a
+boxes-file key that matches no image and an image without boxes are warned about and
+counted.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from absl import flags
 from efafnet_jax.cli import define_common_flags, run
 from efafnet_jax.data.images import read_image
 from efafnet_jax.data.keypoints import KeypointSpec, spec_from_config
-from efafnet_jax.data.records import BadRecordError, PersonRecord
+from efafnet_jax.data.records import BAD_RECORD_POLICIES, BadRecordError, PersonRecord
 from efafnet_jax.inference.boxes import (
     LabelledRecord,
     box_record,
@@ -103,17 +106,18 @@ def boxes_by_image(
     data: ml_collections.ConfigDict,
     images: list[str],
     counts: dict[str, int],
+    on_bad_record: str,
 ) -> dict[str, list[LabelledRecord]]:
     """Each image's boxes from `--boxes` (with `--ann`: COCO detections, read as eval.py
-    reads them). Bad boxes, keys that match no image and images without boxes are each
-    warned about (naming the file, the box and the field) and counted in `counts`: none
-    of them stops the run."""
+    reads them). A bad box stops the command (`on_bad_record="raise"`) or is skipped;
+    skipped boxes, keys that match no image and images without boxes are each warned
+    about (naming the file, the box and the field) and counted in `counts`."""
     if ann_file:
-        table, summary = read_coco_detections(boxes_file, ann_file, data, on_bad_record="skip")
+        table, summary = read_coco_detections(boxes_file, ann_file, data, on_bad_record)
     else:
         height, width = data.crop_hw
         num_joints = spec_from_config(data).num_joints
-        table, summary = read_boxes_file(boxes_file, width / height, num_joints, "skip")
+        table, summary = read_boxes_file(boxes_file, width / height, num_joints, on_bad_record)
     for message in summary.skipped:
         logging.warning("%s; skipped", message)
     counts["bad_boxes"] = len(summary.skipped)
@@ -135,23 +139,18 @@ def boxes_by_image(
     return boxes_of
 
 
-def fits(records: list[PersonRecord], image: np.ndarray, path: str) -> bool:
-    """Whether the image has the size that the annotation file gives it (detections), as
-    evaluation checks: boxes in another pixel grid would give wrong keypoints silently."""
+def size_problem(records: list[PersonRecord], image: np.ndarray, path: str) -> str | None:
+    """Why the image's detections do not fit it, if the annotation file gives it another
+    size (as evaluation checks: boxes in another pixel grid would give wrong keypoints
+    silently); None when they fit."""
     sizes = {tuple(r.image_hw) for r in records if r.image_hw is not None}
     if sizes <= {tuple(image.shape[:2])}:
-        return True
+        return None
     height, width = next(iter(sizes))
-    logging.warning(
-        "image file %s is %dx%d pixels, but the annotation file's images[].width/height say "
-        "%dx%d: its detections do not fit it; skipped",
-        path,
-        image.shape[1],
-        image.shape[0],
-        width,
-        height,
+    return (
+        f"image file {path} is {image.shape[1]}x{image.shape[0]} pixels, but the annotation "
+        f"file's images[].width/height say {width}x{height}: its detections do not fit it"
     )
-    return False
 
 
 def main(argv):
@@ -165,16 +164,14 @@ def main(argv):
     images = list_images(f.images)
     if not images:
         raise SystemExit(f"predict: no images in {f.images}")
+    policy = f.on_bad_record
     counts = dict.fromkeys(
         ("wrong_size", "bad_boxes", "degenerate_boxes", "unmatched_keys", "images_without_boxes"),
         0,
     )
     boxes_of = {}
     if f.boxes:
-        try:
-            boxes_of = boxes_by_image(f.boxes, f.ann, config.data, images, counts)
-        except BadRecordError as err:  # the file as a whole: nothing in it can be used
-            raise SystemExit(f"predict: {err}") from None
+        boxes_of = boxes_by_image(f.boxes, f.ann, config.data, images, counts, policy)
     model = create_model(config.model)
     variables = load_variables(
         model, config, checkpoint=f.checkpoint, torch_checkpoint=f.torch_checkpoint
@@ -190,6 +187,8 @@ def main(argv):
         try:
             image = read_image(path, image_id=-1)
         except BadRecordError as err:
+            if policy == "raise":
+                raise
             logging.warning("%s; skipped", err)
             failed += 1
             continue
@@ -198,7 +197,11 @@ def main(argv):
             boxes = [("--whole_image box", box_record(path, box, width / height, spec.num_joints))]
         else:
             boxes = boxes_of[path]
-        if not fits([record for _, record in boxes], image, path):
+        problem = size_problem([record for _, record in boxes], image, path)
+        if problem and policy == "raise":
+            raise BadRecordError(problem)
+        if problem:
+            logging.warning("%s; skipped", problem)
             counts["wrong_size"] += 1
             continue
         kept = usable_boxes(boxes, image.shape, path)
@@ -246,5 +249,13 @@ if __name__ == "__main__":
         "clipping moves the joints the model places in the crop's margin.",
     )
     flags.DEFINE_integer("batch_size", 32, "Crops per jitted call.")
+    flags.DEFINE_enum(
+        "on_bad_record",
+        "skip",
+        BAD_RECORD_POLICIES,
+        "An unreadable image, a bad box, an image of the wrong size: 'skip' warns, counts "
+        "and goes on (one bad file does not lose a folder's results); 'raise' stops at the "
+        "first with its message.",
+    )
     flags.mark_flags_as_required(["images", "out"])
     run(main)
