@@ -109,6 +109,20 @@ def test_pckh_hand_case():
     assert result["Mean@0.1"] == 0.0
 
 
+def test_pckh_at_0_1_is_exact_and_hrnet_mean_is_at_0_11():
+    """An error of 0.105 head sizes: a miss at 0.1, a hit at HRNet's 0.11; 0.115 misses both."""
+    gt = np.zeros((3, 16, 2))
+    boxes = np.tile(np.array([[0.0, 0.0], [30.0, 40.0]]), (3, 1, 1))  # head size 0.6 x 50 = 30
+    pred = gt.copy()
+    pred[0, :, 0] = 0.105 * 30
+    pred[1, :, 0] = 0.115 * 30
+    pred[2, :, 0] = 0.05 * 30
+    result = pckh(pred, gt, np.ones((3, 16), bool), boxes)
+    assert result["Mean@0.1"] == pytest.approx(100 / 3)
+    assert result["Mean@0.1_hrnet"] == pytest.approx(200 / 3)
+    assert result["Mean"] == 100.0
+
+
 def _coco_sample_config(detections=False):
     config = load_test_config(f"{CONFIG_DIR / 'tiny.py'}:sbn,128x96")
     config.data.val_ann = str(COCO_DIR / "test_coco.json")

@@ -23,6 +23,18 @@ def test_matches_float64_reference(order):
     np.testing.assert_allclose(np.asarray(out), _reference(images, order), atol=2e-6)
 
 
+def test_a_float64_model_normalises_in_float64():
+    """Training parity in float64 (compare_training) starts from uint8 crops: a float32
+    normalisation would put a 1e-7 error into the first layer."""
+    import jax
+
+    images = np.random.default_rng(1).integers(0, 256, (2, 8, 6, 3), dtype=np.uint8)
+    with jax.enable_x64(True):
+        out = normalize_images(jnp.asarray(images), IMAGENET_MEAN, IMAGENET_STD, dtype="float64")
+        assert out.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(out), _reference(images, "rgb"), rtol=0, atol=1e-14)
+
+
 def test_bgr_reverses_channels_before_applying_the_same_statistics():
     # A pure-red RGB pixel read as BGR puts 255 in the last channel, which is then
     # normalised with the third (blue) mean/std entry, as SimpleBaseline did.

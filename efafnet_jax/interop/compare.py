@@ -1,7 +1,8 @@
 """Numeric difference between the flax model and the PyTorch reference.
 
     python -m efafnet_jax.interop.compare --config configs/coco.py:efafnet \
-        [--torch-checkpoint PATH] [--batch 2] [--seed 0] [--json]
+        [--torch-checkpoint PATH] [--batch 2] [--seed 0] [--json] \
+        [--per-layer [--layer_tolerance TOL]]
 
 Both networks get the same weights (a checkpoint, or PyTorch's initialisation with
 BatchNorm statistics calibrated on one batch) and the same normalised input. In
@@ -15,6 +16,10 @@ weights and input (`--float64_truth`, on by default): a randomly initialised
 ResNet amplifies rounding (see README "Compare with PyTorch"), so the float32
 difference of two correct implementations is bounded by their distance from the
 exact result, which these figures show. `--dtype float64` runs both in float64.
+
+`--per-layer` adds each layer's eval-mode forward error in network order and the
+first layer over `--layer_tolerance` (1e-10 in float64, 1e-4 in float32): where a
+converted checkpoint starts to disagree (`per_layer.per_layer_errors`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,13 @@ from efafnet_jax.interop.convert import (
     state_dict_to_flax,
     to_torch_layout,
     torch_key,
+    variable_shapes,
+)
+from efafnet_jax.interop.per_layer import (
+    default_layer_tolerance,
+    first_over_tolerance,
+    layer_table,
+    per_layer_errors,
 )
 from efafnet_jax.interop.torch_reference import TorchPoseNet
 from efafnet_jax.models import create_model
@@ -146,8 +158,15 @@ def compare(
     seed: int = 0,
     dtype: str = "float32",
     float64_truth: bool = True,
+    per_layer: bool = False,
+    layer_tolerance: float | None = None,
 ) -> dict:
-    """Runs both networks and returns per-tensor errors and the worst figures."""
+    """Runs both networks and returns per-tensor errors and the worst figures.
+
+    With `per_layer` also `layer_errors` ({torch module name: (max abs, rel)} in network
+    order), `layers` ([name, rel] pairs), `layer_tolerance` (None: from `dtype`) and
+    `first_layer_over_tolerance` (a name or None).
+    """
     torch.manual_seed(seed)
     m = config.model.copy_and_resolve_references()
     m.dtype = m.param_dtype = dtype
@@ -174,12 +193,14 @@ def compare(
     }
     with jax.enable_x64(dtype == "float64"):
         model = create_model(m)
-        template = model.init(jax.random.key(seed), jnp.asarray(images[:1]), train=False)
+        template = variable_shapes(model, images[:1])
         variables, _ = state_dict_to_flax(reference.state_dict(), template)
         flax_runs = {
             mode: flax_pass(model, variables, inputs, target, train)
             for mode, train in modes.items()
         }
+        if per_layer:
+            layer_errors = per_layer_errors(reference, model, variables, inputs)
 
     errors = _errors_by_tensor(flax_runs, torch_runs)
     summary = {"config": config.name, "batch": batch, "seed": seed, "dtype": dtype}
@@ -198,6 +219,12 @@ def compare(
             side_errors = _errors_by_tensor(runs, truth)
             for kind in ("forward", "grad"):
                 summary[f"{side}_vs_float64_rel_err_{kind}"] = _worst(side_errors, kind)[1]
+    if per_layer:
+        tolerance = default_layer_tolerance(dtype) if layer_tolerance is None else layer_tolerance
+        summary["layer_tolerance"] = tolerance
+        summary["first_layer_over_tolerance"] = first_over_tolerance(layer_errors, tolerance)
+        summary["layers"] = [[name, rel] for name, (_, rel) in layer_errors.items()]
+        summary["layer_errors"] = layer_errors
     summary["tensors"] = errors
     return summary
 
@@ -211,13 +238,26 @@ def _define_flags() -> None:
     flags.DEFINE_bool(
         "float64_truth", True, "In float32, also measure both against a float64 PyTorch run."
     )
+    flags.DEFINE_bool(
+        "per_layer", False, "Also list each layer's forward error and the first over tolerance."
+    )
+    flags.DEFINE_float(
+        "layer_tolerance", None, "With --per_layer: relative error tolerance (default by dtype)."
+    )
 
 
 def main(argv):
     del argv
     f = flags.FLAGS
     result = compare(
-        for_this_machine(f.config), f.torch_checkpoint, f.batch, f.seed, f.dtype, f.float64_truth
+        for_this_machine(f.config),
+        f.torch_checkpoint,
+        f.batch,
+        f.seed,
+        f.dtype,
+        f.float64_truth,
+        per_layer=f.per_layer,
+        layer_tolerance=f.layer_tolerance,
     )
     worst = sorted(result["tensors"].items(), key=lambda kv: -kv[1][1])[:10]
     print(
@@ -238,8 +278,11 @@ def main(argv):
                 f"torch {result[f'torch_vs_float64_rel_err_{kind}']:.3e}"
             )
         print(line)
+    if "layer_errors" in result:
+        print(layer_table(result["layer_errors"], result["layer_tolerance"]))
     if flags.FLAGS.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "tensors"}))
+        per_tensor = ("tensors", "layer_errors")
+        print(json.dumps({k: v for k, v in result.items() if k not in per_tensor}))
 
 
 if __name__ == "__main__":

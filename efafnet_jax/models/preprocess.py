@@ -25,9 +25,12 @@ def normalize_images(
         raise TypeError(f"normalize_images expects uint8 crops, got {images.dtype}")
     if color_order not in ("rgb", "bgr"):
         raise ValueError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
-    x = images.astype(jnp.float32)
+    # At least float32 (bfloat16 inputs are rounded once, at the end), float64 in a
+    # float64 model: a float32 normalisation would cap float64 parity at ~1e-7.
+    work = jnp.promote_types(dtype, jnp.float32)
+    x = images.astype(work)
     if color_order == "bgr":
         x = x[..., ::-1]
-    mean = jnp.asarray(mean, jnp.float32) * 255.0
-    std = jnp.asarray(std, jnp.float32) * 255.0
+    mean = jnp.asarray(mean, work) * 255.0
+    std = jnp.asarray(std, work) * 255.0
     return ((x - mean) / std).astype(dtype)
