@@ -65,3 +65,9 @@ def test_command_line_json_in_float32_reports_distances_from_float64():
         for side in ("jax", "torch"):
             assert 0 < report[f"{side}_vs_float64_rel_err_{quantity}"] < 1e-1, (side, quantity)
     assert report["max_rel_err_loss"] < 1e-5
+    for quantity in ct.QUANTITIES:  # the float32 criterion: at most 2x PyTorch's (+1e-6)
+        jax_distance = report[f"jax_vs_float64_rel_err_{quantity}"]
+        assert jax_distance <= 2 * report[f"torch_vs_float64_rel_err_{quantity}"] + 1e-6, (
+            quantity,
+            report,
+        )
