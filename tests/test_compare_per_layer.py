@@ -8,12 +8,13 @@ import pytest
 from conftest import CONFIG_DIR, load_test_config, run_json_command
 
 from efafnet_jax.models import create_model
+from efafnet_jax.models.summary import abstract_variables
 
 torch = pytest.importorskip("torch", reason="the torch extra is not installed")
 
 from efafnet_jax.interop import per_layer  # noqa: E402
 from efafnet_jax.interop.compare import calibrate_batch_norm, normalized_input  # noqa: E402
-from efafnet_jax.interop.convert import state_dict_to_flax, variable_shapes  # noqa: E402
+from efafnet_jax.interop.convert import state_dict_to_flax  # noqa: E402
 from efafnet_jax.interop.per_layer import first_over_tolerance, per_layer_errors  # noqa: E402
 from efafnet_jax.interop.torch_reference import TorchPoseNet  # noqa: E402
 
@@ -34,7 +35,7 @@ def _pair(variant: str):
     reference = reference.double()
     model = create_model(m)
     with jax.enable_x64(True):
-        template = variable_shapes(model, images[:1])
+        template = abstract_variables(model, (64, 64))
     return reference, model, template, inputs
 
 

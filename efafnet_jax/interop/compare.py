@@ -40,7 +40,6 @@ from efafnet_jax.interop.convert import (
     state_dict_to_flax,
     to_torch_layout,
     torch_key,
-    variable_shapes,
 )
 from efafnet_jax.interop.per_layer import (
     default_layer_tolerance,
@@ -50,6 +49,7 @@ from efafnet_jax.interop.per_layer import (
 )
 from efafnet_jax.interop.torch_reference import TorchPoseNet
 from efafnet_jax.models import create_model
+from efafnet_jax.models.summary import abstract_variables
 from efafnet_jax.platform import for_this_machine
 
 
@@ -193,7 +193,7 @@ def compare(
     }
     with jax.enable_x64(dtype == "float64"):
         model = create_model(m)
-        template = variable_shapes(model, images[:1])
+        template = abstract_variables(model, (height, width))
         variables, _ = state_dict_to_flax(reference.state_dict(), template)
         flax_runs = {
             mode: flax_pass(model, variables, inputs, target, train)

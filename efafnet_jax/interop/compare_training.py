@@ -50,11 +50,11 @@ from efafnet_jax.interop.convert import (
     state_dict_to_flax,
     to_torch_layout,
     torch_key,
-    variable_shapes,
 )
 from efafnet_jax.interop.torch_reference import TorchPoseNet
 from efafnet_jax.interop.torch_training import ReferenceRecipe, train_reference
 from efafnet_jax.models import create_model
+from efafnet_jax.models.summary import abstract_variables
 from efafnet_jax.platform import for_this_machine
 from efafnet_jax.train.optim import learning_rate_schedule, make_optimizer
 from efafnet_jax.train.quickstart import prepare_generated_data
@@ -243,7 +243,7 @@ def flax_side(case: TrainingCase) -> dict:
     """Our training from the case's initial weights (see `_flax_training`)."""
     with jax.enable_x64(case.dtype == "float64"):
         model = create_model(case.config.model)
-        template = variable_shapes(model, case.held["image"][:1])
+        template = abstract_variables(model, case.config.data.crop_hw)
         variables, _ = state_dict_to_flax(case.initial.state_dict(), template)
         variables = jax.tree.map(lambda v: jnp.asarray(v, case.dtype), variables)
         batch = len(case.held["image"])

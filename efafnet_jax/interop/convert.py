@@ -15,8 +15,6 @@ import re
 from collections.abc import Mapping
 
 import flax
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
@@ -107,15 +105,6 @@ class LoadReport:
 
 class ConversionError(ValueError):
     """A state_dict that does not fit the flax model (and the load was not partial)."""
-
-
-def variable_shapes(model, images: np.ndarray) -> dict:
-    """The model's variables as shapes and dtypes: the template of a full
-    `state_dict_to_flax` load (not a partial or backbone-only one, which keeps template
-    values), without running the initialisers (eagerly, tens of seconds)."""
-    return jax.eval_shape(
-        lambda x: model.init(jax.random.key(0), x, train=False), jnp.asarray(images)
-    )
 
 
 def state_dict_to_flax(
