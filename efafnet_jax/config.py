@@ -135,6 +135,10 @@ DATA_LAYOUT = {
 }
 
 
+# The builder of each dataset (efafnet_jax/data/tfds/builders.py).
+TFDS_NAMES = {"coco": "coco_keypoints", "crowdpose": "crowdpose", "mpii": "mpii"}
+
+
 def data_config(dataset: str) -> ml_collections.ConfigDict:
     """Dataset files, reading policy and SimpleBaseline's augmentation (paper IV.A)."""
     d = ml_collections.ConfigDict()
@@ -146,6 +150,11 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
         )
     )
     d.mpii_headboxes = "data/mpii/annot/gt_valid.mat" if dataset == "mpii" else ""
+    # "files" (the layout above) or "tfds": a dataset built by efafnet_jax.data.tfds.build,
+    # read through tfds.data_source (README "TFDS"); "" data dir: TFDS's default.
+    d.source = "files"
+    d.tfds_name = TFDS_NAMES.get(dataset, "")
+    d.tfds_data_dir = ""
     d.det_score_threshold = 0.0  # HRNet's image_thre
     d.det_box_extension = 0.3 if dataset == "crowdpose" else 0.0  # paper IV.C
     d.on_bad_record = "raise"  # or "skip": reported in one summary line

@@ -63,11 +63,16 @@ def read_coco_keypoints(
     aspect_ratio: float,
     on_bad_record: str = "raise",
     check_images: bool = True,
+    content: dict | None = None,
 ) -> tuple[list[PersonRecord], ReadSummary]:
-    """GT person records of a COCO-format keypoint file, in the reference's order."""
+    """GT person records of a COCO-format keypoint file, in the reference's order.
+
+    `content`: the file's parsed JSON when it comes from elsewhere (a TFDS split);
+    `ann_file` then only names it in messages.
+    """
     summary = ReadSummary(source=ann_file)
     handler = BadRecordHandler(on_bad_record, summary)
-    data = load_json(ann_file)
+    data = load_json(ann_file) if content is None else content
     images = image_table(data, ann_file)
     category = person_category_id(data, ann_file)
     by_image: dict[int, list[tuple[int, dict]]] = {image_id: [] for image_id in images}
@@ -172,12 +177,15 @@ def degenerate_box_problem(box, width: float | None = None, height: float | None
     return ""
 
 
-def load_detections(det_file: str, ann_file: str) -> tuple[dict[int, dict], int, list]:
-    """(image table of `ann_file`, its person category id, the detections list of `det_file`)."""
-    gt = load_json(ann_file)
+def load_detections(
+    det_file: str, ann_file: str, det_content: list | None = None, gt_content: dict | None = None
+) -> tuple[dict[int, dict], int, list]:
+    """(image table of `ann_file`, its person category id, the detections list of `det_file`);
+    the `*_content` arguments stand for files parsed elsewhere (a TFDS split)."""
+    gt = load_json(ann_file) if gt_content is None else gt_content
     images = image_table(gt, ann_file)
     category = person_category_id(gt, ann_file)
-    detections = load_json(det_file)
+    detections = load_json(det_file) if det_content is None else det_content
     if not isinstance(detections, list):
         raise BadRecordError(f"detections file {det_file} is not a JSON list of detections")
     return images, category, detections
@@ -193,17 +201,20 @@ def read_detections(
     box_extension: float = 0.0,
     on_bad_record: str = "raise",
     check_images: bool = True,
+    det_content: list | None = None,
+    gt_content: dict | None = None,
 ) -> tuple[list[PersonRecord], ReadSummary]:
     """Person records from `[{image_id, category_id, bbox, score}]`.
 
     `ann_file` (the split's COCO file) maps image ids to file names. Boxes scoring
     below `score_threshold` are dropped (HRNet's image_thre, 0.0); `box_extension`
     enlarges each box about its centre (0.3 for CrowdPose, paper IV.C). Joints are
-    zeros and visibility ones, as the reference's detection records.
+    zeros and visibility ones, as the reference's detection records. `det_content`,
+    `gt_content`: the files' parsed JSON when it comes from elsewhere (a TFDS split).
     """
     summary = ReadSummary(source=det_file)
     handler = BadRecordHandler(on_bad_record, summary)
-    images, category, detections = load_detections(det_file, ann_file)
+    images, category, detections = load_detections(det_file, ann_file, det_content, gt_content)
     records = []
     for i, det in enumerate(detections):
         where = f"{det_file}: detection {i} (image id {_get(det, 'image_id')})"
@@ -219,6 +230,7 @@ def read_detections(
             score = finite_number(det, "score", where)
         except BadRecordError as err:
             handler.bad(str(err))
+            summary.skipped_annotations.append(i)
             continue
         if score < score_threshold:
             summary.filtered["boxes below the score threshold"] += 1

@@ -13,7 +13,7 @@ from efafnet_jax.data.records import BadRecordError, PersonRecord, image_label
 PACK_INDEX = "index.json"
 
 
-def _checked_size(record: PersonRecord, image: np.ndarray) -> np.ndarray:
+def checked_size(record: PersonRecord, image: np.ndarray) -> np.ndarray:
     """`image`, if its size is the one the annotation file gives (when it gives one).
 
     Joints and boxes are in the annotated pixel grid: a resized or replaced file
@@ -32,15 +32,44 @@ class FileImages:
     """Reads each record's image file."""
 
     def load(self, record: PersonRecord, rgb: bool = True) -> np.ndarray:
-        return _checked_size(record, read_image(record.image_path, record.image_id, rgb))
+        return checked_size(record, read_image(record.image_path, record.image_id, rgb))
 
 
-class PackedImages:
-    """Reads JPEG bytes from a pack folder: shards plus index.json {file name: position}.
+class ShardedImages:
+    """Reads encoded images by position from ArrayRecord shards.
 
-    Records keep paths of the form <pack folder>/<file name>, so the same reader
-    serves both; the shards are opened lazily in each worker process.
+    Records keep paths of the form <folder>/<file name>, so that file and sharded
+    stores serve the same records; the shards are opened lazily in each worker
+    process. Subclasses say how a stored record holds the encoded image.
     """
+
+    def __init__(self, shards: list[str], folder: str, positions: dict[str, int], where: str):
+        self.shards, self.folder, self.positions, self.where = shards, folder, positions, where
+        self._source = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_source": None}  # each process opens its own readers
+
+    def encoded(self, stored: bytes) -> bytes:
+        """The encoded image in a stored record."""
+        return stored
+
+    def load(self, record: PersonRecord, rgb: bool = True) -> np.ndarray:
+        name = os.path.relpath(record.image_path, self.folder)
+        if name not in self.positions:
+            raise BadRecordError(
+                f"image {name} (image id {record.image_id}) is not in {self.where}"
+            )
+        if self._source is None:
+            from grain.sources import ArrayRecordDataSource
+
+            self._source = ArrayRecordDataSource(list(self.shards))
+        data = self.encoded(self._source[self.positions[name]])
+        return checked_size(record, decode_image(data, record.image_path, record.image_id, rgb))
+
+
+class PackedImages(ShardedImages):
+    """Reads JPEG bytes from a pack folder: shards plus index.json {file name: position}."""
 
     def __init__(self, pack_dir: str):
         index_path = os.path.join(pack_dir, PACK_INDEX)
@@ -48,31 +77,11 @@ class PackedImages:
             raise BadRecordError(f"{pack_dir} is not a pack folder: {PACK_INDEX} is missing")
         with open(index_path) as f:
             index = json.load(f)
-        self.pack_dir = pack_dir
-        self.positions: dict[str, int] = index["images"]
-        self.shards = [os.path.join(pack_dir, name) for name in index["shards"]]
-        missing = [s for s in self.shards if not os.path.isfile(s)]
+        shards = [os.path.join(pack_dir, name) for name in index["shards"]]
+        missing = [s for s in shards if not os.path.isfile(s)]
         if missing:
             raise BadRecordError(f"pack {pack_dir}: shard {missing[0]} is missing")
-        self._source = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_source": None}  # each process opens its own readers
-
-    def load(self, record: PersonRecord, rgb: bool = True) -> np.ndarray:
-        name = os.path.relpath(record.image_path, self.pack_dir)
-        if name not in self.positions:
-            raise BadRecordError(
-                f"image {name} (image id {record.image_id}) is not in the pack {self.pack_dir}"
-            )
-        if self._source is None:
-            from grain.sources import ArrayRecordDataSource
-
-            self._source = ArrayRecordDataSource(self.shards)
-        image = decode_image(
-            self._source[self.positions[name]], record.image_path, record.image_id, rgb
-        )
-        return _checked_size(record, image)
+        super().__init__(shards, pack_dir, index["images"], f"the pack {pack_dir}")
 
 
 def image_store(images_dir: str):

@@ -29,15 +29,17 @@ def read_mpii(
     spec: KeypointSpec,
     on_bad_record: str = "raise",
     check_images: bool = True,
+    content: list | None = None,
 ) -> tuple[list[PersonRecord], ReadSummary]:
     """Person records of an HRNet-style MPII JSON list, in file order.
 
     image_id numbers images in order of first appearance; annotation_id is the
-    entry's index in the file, which is also its column in gt_valid.mat.
+    entry's index in the file, which is also its column in gt_valid.mat. `content`:
+    the file's parsed JSON when it comes from elsewhere (a TFDS split).
     """
     summary = ReadSummary(source=json_file)
     handler = BadRecordHandler(on_bad_record, summary)
-    entries = load_json(json_file)
+    entries = load_json(json_file) if content is None else content
     if not isinstance(entries, list):
         raise BadRecordError(f"MPII file {json_file} is not a JSON list of persons")
     image_ids: dict[str, int] = {}
@@ -54,6 +56,7 @@ def read_mpii(
             visibility = np.asarray(finite_numbers(entry, "joints_vis", spec.num_joints, where))
         except BadRecordError as err:
             handler.bad(str(err))
+            summary.skipped_annotations.append(i)
             continue
         scale = np.array([scale_value, scale_value], np.float64)
         if center[0] != -1:

@@ -58,8 +58,9 @@ class ReadSummary:
     kept: int = 0
     filtered: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     skipped: list[str] = dataclasses.field(default_factory=list)
-    # Positions in the file's annotation list of the annotations skipped as bad: the
-    # metric scores against the GT without them, as the reader accepted it.
+    # Positions in the file's list (annotations or detections) of the entries skipped
+    # as bad: the metric scores against the GT without them, as the reader accepted
+    # it, and a TFDS build leaves them out.
     skipped_annotations: list[int] = dataclasses.field(default_factory=list)
 
     def line(self) -> str:

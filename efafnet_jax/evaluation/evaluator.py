@@ -15,13 +15,18 @@ import numpy as np
 
 from efafnet_jax.data.coco_format import read_coco_keypoints
 from efafnet_jax.data.codec import decode
-from efafnet_jax.data.image_store import image_store
 from efafnet_jax.data.json_files import load_json
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.mpii import headboxes_from_official, read_gt_valid
 from efafnet_jax.data.pipeline import HostShard, build_pipeline
 from efafnet_jax.data.records import BadRecordError, PersonRecord, ReadSummary
-from efafnet_jax.data.splits import read_split, sample_config
+from efafnet_jax.data.splits import (
+    read_split,
+    sample_config,
+    split_annotations,
+    split_images,
+    tfds_split,
+)
 from efafnet_jax.evaluation.coco_metric import keypoint_ap
 from efafnet_jax.evaluation.heatmaps import make_heatmap_fn
 from efafnet_jax.evaluation.mpii_metric import pckh
@@ -88,7 +93,7 @@ class Evaluator:
             self.records,
             self.spec,
             self.sample_config,
-            image_store(self.config.data.val_images),
+            split_images(self.config.data, "val"),
             batch_size=e.batch_size,
             train=False,
             workers=e.workers,
@@ -173,10 +178,13 @@ class Evaluator:
         )
 
     def _pckh(self, keypoints: np.ndarray) -> dict:
+        preds = keypoints[..., :2]
+        if self.config.data.source == "tfds":  # gt_valid.mat's columns, stored with the split
+            mat = tfds_split(self.config.data, "val").pckh
+            return pckh(preds, mat["joints"] - 1, ~mat["joint_missing"], mat["headboxes"])
         path = self.config.data.mpii_headboxes
         if not path or not os.path.isfile(path):
             raise FileNotFoundError(f"PCKh needs head boxes: data.mpii_headboxes={path!r}")
-        preds = keypoints[..., :2]
         if "RELEASE" in _mat_keys(path):
             boxes = headboxes_from_official(path, self.records)
             gt = np.stack([r.joints for r in self.records])
@@ -234,36 +242,39 @@ def metric_ground_truth(
     are dropped from a copy, which is what the metric reads; without any, the file
     itself. With detections the GT was not read for the records, so it is read here
     under the same policy. CrowdPose's crowd indices are checked here, before
-    inference, not by the metric after it.
+    inference, not by the metric after it. A TFDS split's GT is written from the
+    split (the file it was built from, less what its build skipped).
     """
+    ann_file, content = split_annotations(data, "val")
     if summary is None or data.get("val_detections"):
         height, width = data.crop_hw
         _, summary = read_coco_keypoints(
-            data.val_ann,
+            ann_file,
             data.val_images,
             spec,
             width / height,
             on_bad_record=data.on_bad_record,
             check_images=False,
+            content=content,
         )
-    gt = None
+    gt = None if content is None else dict(content)
     if data.dataset == "crowdpose":
-        gt = load_json(data.val_ann)
+        gt = gt or load_json(ann_file)
         for i, image in enumerate(gt.get("images", [])):
             if "crowdIndex" not in image:
                 raise BadRecordError(
-                    f"{data.val_ann}: images[{i}] (id {image.get('id')}) lacks 'crowdIndex', "
+                    f"{ann_file}: images[{i}] (id {image.get('id')}) lacks 'crowdIndex', "
                     "which CrowdPose's AP easy/medium/hard needs"
                 )
         for i, ann in enumerate(gt.get("annotations", [])):
             if "num_keypoints" not in ann and i not in summary.skipped_annotations:
                 raise BadRecordError(
-                    f"{data.val_ann}: annotation id {ann.get('id')} lacks 'num_keypoints', "
+                    f"{ann_file}: annotation id {ann.get('id')} lacks 'num_keypoints', "
                     "which CrowdPose's metric needs (xtcocotools reads it for every person)"
                 )
-    if not summary.skipped_annotations:
-        return data.val_ann, 0
-    gt = gt or load_json(data.val_ann)
+    if not summary.skipped_annotations and content is None:
+        return ann_file, 0
+    gt = gt or load_json(ann_file)
     dropped = set(summary.skipped_annotations)
     gt["annotations"] = [a for i, a in enumerate(gt["annotations"]) if i not in dropped]
     handle, path = tempfile.mkstemp(prefix="val_gt_as_read_", suffix=".json")

@@ -40,9 +40,8 @@ from absl import flags
 from flax import traverse_util
 
 from efafnet_jax.cli import define_common_flags, run
-from efafnet_jax.data.image_store import image_store
 from efafnet_jax.data.pipeline import build_pipeline
-from efafnet_jax.data.splits import read_split, sample_config
+from efafnet_jax.data.splits import read_split, sample_config, split_images
 from efafnet_jax.interop.compare import normalized_input, relative_errors
 from efafnet_jax.interop.convert import (
     flax_to_state_dict,
@@ -87,7 +86,7 @@ def training_batches(
         records,
         spec,
         sample_config(data),
-        image_store(data.train_images),
+        split_images(data, "train"),
         batch_size=batch,
         seed=seed,
         train=True,

@@ -22,10 +22,15 @@ import numpy as np
 from jax.sharding import Mesh
 
 from efafnet_jax.data.device_warp import device_batch
-from efafnet_jax.data.image_store import image_store
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.pipeline import HostShard, build_pipeline, steps_per_epoch
-from efafnet_jax.data.splits import check_split_paths, read_split, sample_config
+from efafnet_jax.data.splits import (
+    check_split_paths,
+    has_split,
+    read_split,
+    sample_config,
+    split_images,
+)
 from efafnet_jax.distributed import maybe_initialize
 from efafnet_jax.evaluation.evaluator import Evaluator
 from efafnet_jax.models import create_model
@@ -220,7 +225,8 @@ def train_and_evaluate(
         raise ValueError(
             f"train.batch_size {train.batch_size} is not a multiple of the {mesh.size} devices"
         )
-    if config.data.val_ann:  # the final validation must not fail after the training
+    validating = has_split(config.data, "val")
+    if validating:  # the final validation must not fail after the training
         check_split_paths(config.data, "val")
     records, summary, spec = read_split(config.data, "train")
     logging.info(summary.line())
@@ -241,7 +247,7 @@ def train_and_evaluate(
             records,
             spec,
             samples,
-            image_store(config.data.train_images),
+            split_images(config.data, "train"),
             batch_size=train.batch_size // jax.process_count(),
             seed=config.seed,
             train=True,
@@ -255,7 +261,7 @@ def train_and_evaluate(
     stop = _Stop()
     previous_handler = signal.signal(signal.SIGTERM, stop)
     log = MetricsLog(workdir, enabled=jax.process_index() == 0)
-    evaluator = Evaluator(config) if config.data.val_ann and train.eval_every_epochs else None
+    evaluator = Evaluator(config) if validating and train.eval_every_epochs else None
     best_ap = log.best_ap()
     start_time = time.time()
     plan = LoopPlan(

@@ -8,6 +8,7 @@ import os
 import jax
 import ml_collections
 
+from efafnet_jax.data.splits import has_split
 from efafnet_jax.data.synthetic import generate
 from efafnet_jax.evaluation.evaluator import Evaluator
 from efafnet_jax.evaluation.pictures import write_pictures
@@ -37,9 +38,9 @@ def final_evaluation(
     config: ml_collections.ConfigDict, workdir: str, result: dict, wall_s: float
 ) -> tuple[dict, Evaluator | None]:
     """The run's summary: steps and wall time, plus the final validation's metrics
-    when `data.val_ann` is set (results/val_keypoints.json and val_metrics.json)."""
+    when the data has a val split (results/val_keypoints.json and val_metrics.json)."""
     summary = {"steps": result["steps"], "wall_s": round(wall_s, 1)}
-    if not config.data.val_ann:
+    if not has_split(config.data, "val"):
         return summary, None
     # The loop's evaluator has read the val split and compiled the model already.
     evaluator = result.get("evaluator") or Evaluator(config)

@@ -1,0 +1,382 @@
+"""TFDS builders (COCO keypoints, CrowdPose, MPII) built and read without TensorFlow: the
+same records, byte-identical batches and the same metrics as the released files; bad
+input at build time handled as the file readers handle it; no half-built dataset read."""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import CONFIG_DIR, DATA_DIR, REPO, load_test_config
+
+COCO_DIR, MPII_DIR = DATA_DIR / "coco", DATA_DIR / "mpii"
+COCO_DETECTIONS = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
+
+
+def _coco_layout(root, ann_file=COCO_DIR / "test_coco.json", image_dir=COCO_DIR, suffix="2017"):
+    """The COCO release layout around the sample (train and val are both the sample)."""
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train", "val"):
+        shutil.copy(ann_file, root / "annotations" / f"person_keypoints_{split}{suffix}.json")
+        shutil.copytree(image_dir, root / "images" / f"{split}{suffix}")
+    if (image_dir / "test_coco_det_AP_H_56.json").is_file():
+        (root / COCO_DETECTIONS).parent.mkdir()
+        shutil.copy(image_dir / "test_coco_det_AP_H_56.json", root / COCO_DETECTIONS)
+    return root
+
+
+def _crowdpose_layout(root):
+    from test_readers import _crowdpose_file
+
+    (root / "json").mkdir(parents=True)
+    path = _crowdpose_file(root / "json")
+    for name in ("trainval", "test"):
+        shutil.copy(path, root / "json" / f"crowdpose_{name}.json")
+    shutil.copytree(COCO_DIR, root / "images")
+    return root
+
+
+def _mpii_layout(root):
+    """MPII's layout around the sample, with a gt_valid.mat of made-up head boxes."""
+    import scipy.io
+
+    (root / "annot").mkdir(parents=True)
+    for name in ("train", "valid"):
+        shutil.copy(MPII_DIR / "test_mpii.json", root / "annot" / f"{name}.json")
+    shutil.copytree(MPII_DIR, root / "images")
+    entries = json.loads((MPII_DIR / "test_mpii.json").read_text())
+    joints = np.array([e["joints"] for e in entries], np.float64)  # [N, 16, 2]
+    centers = np.array([e["center"] for e in entries], np.float64)
+    boxes = np.stack([centers - 15, centers + 15], axis=1)  # [N, 2, 2]
+    scipy.io.savemat(
+        root / "annot" / "gt_valid.mat",
+        {
+            "headboxes_src": boxes.transpose(1, 2, 0),
+            "jnt_missing": (np.array([e["joints_vis"] for e in entries]) == 0).T.astype(float),
+            "pos_gt_src": joints.transpose(1, 2, 0),
+        },
+    )
+    return root
+
+
+LAYOUTS = {"coco_keypoints": _coco_layout, "crowdpose": _crowdpose_layout, "mpii": _mpii_layout}
+DATASETS = {"coco_keypoints": "coco", "crowdpose": "crowdpose", "mpii": "mpii"}
+
+
+def _data_configs(name: str, manual, data_dir):
+    """(config.data reading the released files, the same reading the built dataset)."""
+    from efafnet_jax.config import build_config
+
+    dataset = DATASETS[name]
+    joints = {"coco": 17, "crowdpose": 14, "mpii": 16}[dataset]
+    files = build_config(dataset, num_joints=joints, spec="sbn", default_size=(64, 64)).data
+    if name == "coco_keypoints":
+        ann, images = manual / "annotations" / "person_keypoints_{}2017.json", manual / "images"
+        files.train_ann, files.val_ann = str(ann).format("train"), str(ann).format("val")
+        files.train_images, files.val_images = str(images / "train2017"), str(images / "val2017")
+        files.val_detections = str(manual / COCO_DETECTIONS)
+    elif name == "crowdpose":
+        files.train_ann = str(manual / "json" / "crowdpose_trainval.json")
+        files.val_ann = str(manual / "json" / "crowdpose_test.json")
+        files.train_images = files.val_images = str(manual / "images")
+    else:
+        files.train_ann = str(manual / "annot" / "train.json")
+        files.val_ann = str(manual / "annot" / "valid.json")
+        files.train_images = files.val_images = str(manual / "images")
+        files.mpii_headboxes = str(manual / "annot" / "gt_valid.mat")
+    built = files.copy_and_resolve_references()
+    built.source, built.tfds_data_dir = "tfds", str(data_dir)
+    if files.val_detections:
+        built.val_detections = "tfds"
+    return files, built
+
+
+def assert_same_records(from_files, from_tfds) -> None:
+    """Every field equal; image paths name the same file (in the folder or in the split)."""
+    assert len(from_files) == len(from_tfds) > 0
+    for a, b in zip(from_files, from_tfds, strict=True):
+        for field in dataclasses.fields(a):
+            x, y = getattr(a, field.name), getattr(b, field.name)
+            if field.name == "image_path":
+                assert os.path.basename(x) == os.path.basename(y)
+            else:
+                np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=field.name)
+
+
+def _build(name, manual, data_dir, **options):
+    from efafnet_jax.data.tfds.build import build
+
+    return build(name, str(manual), str(data_dir), **options)
+
+
+@pytest.mark.parametrize("small_threshold", [False, True], ids=["default", "small_threshold"])
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_each_builder_builds_without_tensorflow_and_reads_back_the_file_records(
+    tmp_path, monkeypatch, name, small_threshold
+):
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core import shuffle
+
+    from efafnet_jax.data.splits import read_split
+
+    assert importlib.util.find_spec("tensorflow") is None, "this checks a build without it"
+    manual = LAYOUTS[name](tmp_path / "manual")
+    options = {}
+    if small_threshold:
+        # Past TFDS's in-memory shuffle limit its writer spills through tf.io.gfile; the
+        # builders write shard by shard instead, here one image per shard.
+        monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1)
+        options["shard_bytes"] = 1
+    builder = _build(name, manual, tmp_path / "tfds", **options)
+    assert "tensorflow" not in sys.modules
+    files, built = _data_configs(name, manual, tmp_path / "tfds")
+    for split in ("train", "val"):
+        info = builder.info.splits[split]
+        images = len(set(r.image_path for r in read_split(files, split)[0]))
+        assert info.num_examples >= images
+        assert len(info.shard_lengths) == (info.num_examples if small_threshold else 1)
+        assert_same_records(read_split(files, split)[0], read_split(built, split)[0])
+    source = tfds.data_source(
+        name,
+        split="val",
+        data_dir=str(tmp_path / "tfds"),
+        decoders={"image": tfds.decode.SkipDecoding()},
+    )
+    example = source[0]
+    folder = manual / ("images/val2017" if name == "coco_keypoints" else "images")
+    assert example["image"] == (folder / example["file_name"].decode()).read_bytes()
+    assert builder.info.metadata["val"]["skipped_records"] == 0
+    assert "tensorflow" not in sys.modules
+
+
+@pytest.mark.parametrize("corpus", ["coco_sample", "generated"])
+def test_files_and_tfds_give_byte_identical_training_batches(tmp_path, corpus):
+    from efafnet_jax.data.pipeline import build_pipeline
+    from efafnet_jax.data.splits import read_split, sample_config, split_images
+    from efafnet_jax.data.synthetic import generate
+
+    if corpus == "generated":
+        generate(str(tmp_path / "generated"), train=24, val=4, seed=3)
+        manual = tmp_path / "generated"  # the builder takes the unsuffixed names too
+    else:
+        manual = _coco_layout(tmp_path / "manual")
+    # Several shards: the image reads index the examples across shard boundaries.
+    _build("coco_keypoints", manual, tmp_path / "tfds", splits=("train",), shard_bytes=30_000)
+    files, built = _data_configs("coco_keypoints", manual, tmp_path / "tfds")
+    if corpus == "generated":
+        files.train_ann = str(manual / "annotations" / "person_keypoints_train.json")
+        files.train_images = str(manual / "images" / "train")
+    batches = []
+    for data in (files, built):
+        records, _, spec = read_split(data, "train")
+        pipeline = build_pipeline(
+            records,
+            spec,
+            sample_config(data),
+            split_images(data, "train"),
+            batch_size=4,
+            seed=7,
+            train=True,
+            num_epochs=2,
+            workers=0,
+        )
+        batches.append([dict(b) for _, b in zip(range(4), pipeline, strict=False)])
+    assert len(batches[0]) == len(batches[1]) == 4
+    for a, b in zip(*batches, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
+    assert batches[0][0]["image"].std() > 10  # real crops, not an empty pipeline
+
+
+def _eval_py(tmp_path, label: str, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "eval.py",
+            "--config",
+            f"{CONFIG_DIR / 'tiny.py'}:efafnet,64x64",
+            "--config.eval.workers=0",
+            "--config.eval.batch_size=8",
+            "--out",
+            str(tmp_path / label),
+            "--json",
+            *overrides,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_eval_py_gives_the_same_metrics_from_tfds_as_from_files(tmp_path):
+    manual = _coco_layout(tmp_path / "manual")
+    _build("coco_keypoints", manual, tmp_path / "tfds", splits=("val",))
+    files = _eval_py(
+        tmp_path,
+        "files",
+        f"--config.data.val_ann={manual / 'annotations' / 'person_keypoints_val2017.json'}",
+        f"--config.data.val_images={manual / 'images' / 'val2017'}",
+        f"--config.data.val_detections={manual / COCO_DETECTIONS}",
+    )
+    built = _eval_py(
+        tmp_path,
+        "tfds",
+        "--config.data.source=tfds",
+        f"--config.data.tfds_data_dir={tmp_path / 'tfds'}",
+        "--config.data.val_detections=tfds",
+        "--config.data.val_ann=",  # nothing read from the files
+        "--config.data.val_images=",
+    )
+    metrics = []
+    for proc in (files, built):
+        out, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-3000:]
+        metrics.append(json.loads(out.strip().splitlines()[-1]))
+    assert metrics[0] == metrics[1] and len(metrics[0]) > 10
+    # A random-init model scores AP 0 either way: its answers, read from the images of
+    # each source, are compared too (the metrics' sensitivity is tested below).
+    answers = [json.loads((tmp_path / side / "results" / "val_keypoints.json").read_text())
+               for side in ("files", "tfds")]  # fmt: skip
+    assert len(answers[0]) > 50 and answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("name", ["coco_keypoints", "crowdpose"])
+def test_metrics_against_the_split_equal_metrics_against_the_files(tmp_path, name):
+    """The metric's ground truth written from the split is the released file's: the same
+    answers (GT joints moved by a few pixels) score the same, and well above zero."""
+    from efafnet_jax.config import build_config
+    from efafnet_jax.evaluation.evaluator import Evaluator
+
+    manual = LAYOUTS[name](tmp_path / "manual")
+    _build(name, manual, tmp_path / "tfds", splits=("val",))
+    results = []
+    for data in _data_configs(name, manual, tmp_path / "tfds"):
+        joints = {"coco": 17, "crowdpose": 14}[data.dataset]
+        config = build_config(data.dataset, num_joints=joints, spec="sbn", default_size=(64, 64))
+        data.val_detections = ""
+        config.data = data
+        evaluator = Evaluator(config)
+        truth = np.stack([r.joints for r in evaluator.records])
+        guess = truth + np.random.default_rng(0).normal(0, 4, truth.shape)
+        keypoints = np.concatenate([guess, np.ones((*truth.shape[:2], 1))], axis=-1)
+        results.append(evaluator.metrics(keypoints))
+    assert results[0] == results[1]
+    assert results[0]["AP"] > 0.2
+
+
+def test_mpii_pckh_from_the_split_equals_pckh_from_the_files(tmp_path):
+    from efafnet_jax.evaluation.evaluator import Evaluator
+
+    manual = _mpii_layout(tmp_path / "manual")
+    _build("mpii", manual, tmp_path / "tfds", splits=("val",))
+    files, built = _data_configs("mpii", manual, tmp_path / "tfds")
+    results = []
+    for data in (files, built):
+        config = load_test_config(f"{CONFIG_DIR / 'mpii.py'}:sbn,r50,256x256")
+        config.data = data
+        evaluator = Evaluator(config)
+        rng = np.random.default_rng(0)
+        truth = np.stack([r.joints for r in evaluator.records])
+        guess = truth + rng.normal(0, 10, truth.shape)
+        keypoints = np.concatenate([guess, np.ones((*truth.shape[:2], 1))], axis=-1)
+        results.append(evaluator.metrics(keypoints))
+    assert results[0] == results[1]
+    assert 0 < results[0]["Mean"] < 100
+
+
+def _break(manual, kind: str) -> str:
+    """Breaks the COCO layout's val split; returns the file reader's message part."""
+    if kind == "missing image":
+        (manual / "images" / "val2017" / "000000197388.jpg").unlink()
+        return "000000197388.jpg (image id 197388) does not exist"
+    path = manual / "annotations" / "person_keypoints_val2017.json"
+    data = json.loads(path.read_text())
+    data["annotations"][3]["keypoints"][5] = "x"
+    path.write_text(json.dumps(data))
+    return f"annotation id {data['annotations'][3]['id']} (image id"
+
+
+@pytest.mark.parametrize("kind", ["missing image", "malformed annotation"])
+def test_bad_input_at_build_time_stops_with_the_file_readers_message(tmp_path, kind):
+    from efafnet_jax.data.records import BadRecordError
+    from efafnet_jax.data.splits import read_split
+
+    manual = _coco_layout(tmp_path / "manual")
+    part = _break(manual, kind)
+    files, _ = _data_configs("coco_keypoints", manual, tmp_path / "tfds")
+    files.val_detections = ""
+    with pytest.raises(BadRecordError) as from_files:
+        read_split(files, "val")
+    with pytest.raises(BadRecordError) as at_build:
+        _build("coco_keypoints", manual, tmp_path / "tfds", splits=("val",))
+    assert part in str(at_build.value)
+    assert str(at_build.value) == str(from_files.value)
+
+
+@pytest.mark.parametrize("kind", ["missing image", "malformed annotation"])
+def test_bad_input_at_build_time_is_skipped_counted_and_the_rest_kept(tmp_path, kind):
+    from efafnet_jax.data.splits import read_split
+
+    manual = _coco_layout(tmp_path / "manual")
+    part = _break(manual, kind)
+    builder = _build(
+        "coco_keypoints", manual, tmp_path / "tfds", splits=("val",), on_bad_record="skip"
+    )
+    meta = builder.info.metadata["val"]
+    assert meta["skipped_records"] == 1 and part in meta["skipped"][0]
+    files, built = _data_configs("coco_keypoints", manual, tmp_path / "tfds")
+    files.val_detections = built.val_detections = ""
+    files.on_bad_record = "skip"
+    from_files, summary, _ = read_split(files, "val")
+    assert len(summary.skipped) == 1
+    assert_same_records(from_files, read_split(built, "val")[0])
+    assert builder.info.splits["val"].num_examples == 4 - (kind == "missing image")
+
+
+KILLED_BUILD = """
+import os, sys
+from efafnet_jax.data.tfds import builders
+from efafnet_jax.data.tfds.build import build
+
+write_shard = builders._ShardGenerator.__call__
+
+def killed(self):
+    for n, item in enumerate(write_shard(self)):
+        if n == 2:
+            os._exit(9)  # killed half-way through a shard: no cleanup runs
+        yield item
+
+builders._ShardGenerator.__call__ = killed
+build("coco_keypoints", sys.argv[1], sys.argv[2], splits=("val",))
+"""
+
+
+def test_an_interrupted_build_leaves_no_dataset_a_reader_accepts(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from efafnet_jax.data.records import BadRecordError
+    from efafnet_jax.data.splits import read_split
+
+    manual = _coco_layout(tmp_path / "manual")
+    data_dir = tmp_path / "tfds"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_BUILD, str(manual), str(data_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 9, proc.stderr[-3000:]
+    partial = [p for p in data_dir.rglob("*array_record*")]
+    assert partial and all("incomplete." in str(p) for p in partial)  # half a shard lies there
+    _, built = _data_configs("coco_keypoints", manual, data_dir)
+    with pytest.raises(BadRecordError, match="no complete dataset"):
+        read_split(built, "val")
+    with pytest.raises(Exception, match="not found|not prepared|download"):
+        tfds.data_source("coco_keypoints", split="val", data_dir=str(data_dir), download=False)
