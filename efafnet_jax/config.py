@@ -161,6 +161,9 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
     d.check_images = True
     d.generated = False  # True: generate the synthetic dataset under <workdir>/data
     d.use_joint_weights = False
+    # "msra": Gaussians at the nearest heatmap pixel (HRNet, the paper's recipe) or
+    # "unbiased": at the exact sub-pixel location (DARK; README "Codecs").
+    d.target_encoding = "msra"
     # Training crops warped on the accelerator (Speed 2/2): the host sends the source
     # region in a (height, width) buffer. 640 x 640 holds any COCO image whole; larger
     # regions are shrunk by an integer factor (efafnet_jax/data/region.py).
@@ -251,7 +254,9 @@ def build_config(
             batch_size=32,  # per host; a multiple of the local device count
             flip_test=True,
             shift_heatmap=True,  # the reference's 1-px shift of flipped heatmaps
-            post_process=True,  # quarter-pixel offset toward the higher neighbour
+            post_process=True,  # refine the argmax by eval.decoder
+            # "quarter_offset" (HRNet, the paper's numbers) or "dark" (README "Codecs")
+            decoder="quarter_offset",
             in_vis_threshold=0.2,  # keypoint scores counted in the box x keypoint rescoring
             oks_threshold=0.9,
             soft_nms=False,

@@ -1,11 +1,14 @@
 """The heatmap codec: keypoints <-> heatmaps, as plain functions.
 
 - `encode` (host, NumPy) and `encode_on_device` (JAX, inside the jitted step): the
-  training targets, HRNet's unnormalised Gaussians (JointsDataset `generate_target`).
+  training targets, HRNet's unnormalised Gaussians (JointsDataset `generate_target`),
+  centred at the nearest heatmap pixel ("msra") or at the exact sub-pixel location
+  ("unbiased", DARK's targets).
 - `activate`: the model's outputs -> heatmaps, by the model's `heatmap_activation`.
 - `flip_back`: heatmaps of mirrored crops -> heatmaps of the crops (flip test).
 - `decode`: heatmaps -> image keypoints and scores (HRNet lib/core/inference.py
-  `get_final_preds`: argmax, quarter offset, inverse affine).
+  `get_final_preds`: argmax, quarter offset, inverse affine), or DARK's refinement of
+  the argmax in place of the quarter offset.
 
 Heatmaps are channels-last [..., h, w, K] everywhere. Sizes are (height, width).
 """
@@ -15,11 +18,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from efafnet_jax.data.transforms import affine_matrix, affine_points
+
+TARGET_ENCODINGS = ("msra", "unbiased")
+DECODERS = ("quarter_offset", "dark")
 
 
 def _truncate(x: np.ndarray) -> np.ndarray:
@@ -45,16 +52,23 @@ def encode(
     heatmap_hw: tuple[int, int],
     sigma: float,
     joint_weights: Sequence[float] | None = None,
+    encoding: str = "msra",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Heatmaps [h, w, K] float32 and weights [K] float32 for crop-pixel joints [K, 2].
 
-    The peak of joint k sits at mu = int(joint / stride + 0.5) (int truncating
+    "msra": the peak of joint k sits at mu = int(joint / stride + 0.5) (int truncating
     toward zero); an unnormalised Gaussian of `sigma` is pasted in the window
     [int(mu - 3 sigma), int(mu + 3 sigma + 1)), clipped to the map. The weight is
     the visibility, set to 0 when the window lies wholly off the map; weights then
     multiply by `joint_weights` if given. Vectorised over joints (no Python loop),
-    with the reference's window values.
+    with the reference's window values. "unbiased": see `_unbiased_targets`.
     """
+    if encoding == "unbiased":
+        return _unbiased_targets(joints, visibility, crop_hw, heatmap_hw, sigma, joint_weights)
+    if encoding != "msra":
+        raise ValueError(
+            f"data.target_encoding must be one of {TARGET_ENCODINGS}, got {encoding!r}"
+        )
     joints = np.asarray(joints, np.float64)
     num_joints = len(joints)
     height, width = heatmap_hw
@@ -85,6 +99,28 @@ def encode(
     return target, weight
 
 
+def _unbiased_targets(joints, visibility, crop_hw, heatmap_hw, sigma, joint_weights):
+    """DARK's targets (Zhang et al., CVPR 2020, Sec. 3.2; DarkPose JointsDataset
+    `generate_target`): the Gaussian is centred at the exact sub-pixel location
+    mu = joint / stride and evaluated over the whole map. A joint's weight is 0 when
+    the square [mu - 3 sigma, mu + 3 sigma + 1] lies wholly off the map."""
+    joints = np.asarray(joints, np.float64)
+    height, width = heatmap_hw
+    stride = np.asarray(crop_hw[::-1], np.float64) / np.asarray(heatmap_hw[::-1], np.float64)
+    weight = np.asarray(visibility, np.float32).reshape(len(joints)).copy()
+    mu = joints[:, :2] / stride
+    ul, br = mu - sigma * 3, mu + sigma * 3 + 1
+    off_map = (ul[:, 0] >= width) | (ul[:, 1] >= height) | (br[:, 0] < 0) | (br[:, 1] < 0)
+    weight[off_map] = 0
+    dx2 = (np.arange(width)[None, :] - mu[:, :1]) ** 2  # [K, w]
+    dy2 = (np.arange(height)[None, :] - mu[:, 1:]) ** 2  # [K, h]
+    target = np.exp(-(dy2[:, :, None] + dx2[:, None, :]) / (2 * sigma**2))
+    target *= (weight > 0.5)[:, None, None]
+    if joint_weights is not None:
+        weight = weight * np.asarray(joint_weights, np.float32)
+    return np.moveaxis(target, 0, -1).astype(np.float32), weight
+
+
 def encode_on_device(
     joints: jnp.ndarray,
     visibility: jnp.ndarray,
@@ -92,6 +128,7 @@ def encode_on_device(
     heatmap_hw: tuple[int, int],
     sigma: float,
     joint_weights: Sequence[float] | None = None,
+    encoding: str = "msra",
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """`encode` for a batch, in JAX: joints [B, K, 2] -> heatmaps [B, h, w, K], weights [B, K].
 
@@ -101,6 +138,23 @@ def encode_on_device(
     height, width = heatmap_hw
     stride = jnp.asarray([crop_hw[1] / width, crop_hw[0] / height], jnp.float32)
     radius = sigma * 3
+    if encoding == "unbiased":
+        mu = joints.astype(jnp.float32) / stride
+        ul, br = mu - radius, mu + radius + 1
+        off_map = (ul[..., 0] >= width) | (ul[..., 1] >= height)
+        off_map |= (br[..., 0] < 0) | (br[..., 1] < 0)
+        weight = jnp.where(off_map, 0.0, visibility.astype(jnp.float32))
+        dx2 = (jnp.arange(width, dtype=jnp.float32) - mu[..., :1]) ** 2  # [B, K, w]
+        dy2 = (jnp.arange(height, dtype=jnp.float32) - mu[..., 1:]) ** 2
+        values = jnp.exp(-(dy2[..., :, None] + dx2[..., None, :]) / (2 * sigma**2))
+        target = jnp.where((weight > 0.5)[..., None, None], values, 0.0).transpose(0, 2, 3, 1)
+        if joint_weights is not None:
+            weight = weight * jnp.asarray(joint_weights, jnp.float32)
+        return target, weight
+    if encoding != "msra":
+        raise ValueError(
+            f"data.target_encoding must be one of {TARGET_ENCODINGS}, got {encoding!r}"
+        )
     size = 2 * sigma * 3 + 1
     center = size // 2
     mu = jnp.trunc(joints.astype(jnp.float32) / stride + 0.5)
@@ -187,6 +241,64 @@ def quarter_offset(heatmaps: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return coords + offset * inside[..., None]
 
 
+def dark_kernel_size(sigma: float) -> int:
+    """DARK's blur kernel for a training sigma: 6 sigma - 1, odd (11 at sigma 2, the
+    DarkPose configs' TEST.BLUR_KERNEL); cv2 derives the blur's own sigma from it
+    (0.3 ((k - 1) / 2 - 1) + 0.8 = 2.0 at k = 11)."""
+    size = int(round(6 * sigma - 1))
+    return size if size % 2 else size + 1
+
+
+def blur_keeping_maximum(heatmaps: np.ndarray, kernel_size: int) -> np.ndarray:
+    """DarkPose `gaussian_blur`: each map [N, h, w, K] blurred with cv2's Gaussian kernel
+    of `kernel_size` over a zero border, then rescaled to its own maximum. Separable and
+    vectorised over maps."""
+    kernel = cv2.getGaussianKernel(kernel_size, 0).ravel()
+    border = (kernel_size - 1) // 2
+    out = heatmaps.astype(np.float64)
+    for axis in (1, 2):
+        padding = [(0, 0)] * 4
+        padding[axis] = (border, border)
+        padded = np.pad(out, padding)
+        length = out.shape[axis]
+        out = sum(
+            weight * np.take(padded, np.arange(i, i + length), axis=axis)
+            for i, weight in enumerate(kernel)
+        )
+    before = heatmaps.max(axis=(1, 2), keepdims=True)
+    after = out.max(axis=(1, 2), keepdims=True)
+    return out * np.divide(before, after, out=np.zeros_like(after), where=after != 0)
+
+
+def dark_refine(heatmaps: np.ndarray, coords: np.ndarray, sigma: float) -> np.ndarray:
+    """DARK's sub-pixel step (Zhang et al., CVPR 2020, Eq. 5; DarkPose `taylor`): on the
+    log of the max-keeping blurred map, one Newton step x - H^-1 g from the argmax, with
+    central differences, where 1 < x < w - 2 and 1 < y < h - 2 and H is invertible."""
+    n, h, w, k = heatmaps.shape
+    log_maps = np.log(np.maximum(blur_keeping_maximum(heatmaps, dark_kernel_size(sigma)), 1e-10))
+    px = coords[..., 0].astype(np.int64)
+    py = coords[..., 1].astype(np.int64)
+    inside = (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
+    px, py = np.clip(px, 2, w - 3), np.clip(py, 2, h - 3)
+    batch, joint = np.arange(n)[:, None], np.arange(k)[None, :]
+
+    def at(dy: int, dx: int) -> np.ndarray:
+        return log_maps[batch, py + dy, px + dx, joint]
+
+    dx = 0.5 * (at(0, 1) - at(0, -1))
+    dy = 0.5 * (at(1, 0) - at(-1, 0))
+    dxx = 0.25 * (at(0, 2) - 2 * at(0, 0) + at(0, -2))
+    dxy = 0.25 * (at(1, 1) - at(-1, 1) - at(1, -1) + at(-1, -1))
+    dyy = 0.25 * (at(2, 0) - 2 * at(0, 0) + at(-2, 0))
+    det = dxx * dyy - dxy**2
+    usable = inside & (det != 0)
+    safe = np.where(usable, det, 1.0)
+    offset_x = -(dyy * dx - dxy * dy) / safe
+    offset_y = -(dxx * dy - dxy * dx) / safe
+    offset = np.stack([offset_x, offset_y], axis=-1) * usable[..., None]
+    return coords + offset
+
+
 def to_image_coordinates(
     coords: np.ndarray, centers: np.ndarray, scales: np.ndarray, heatmap_hw: tuple[int, int]
 ) -> np.ndarray:
@@ -199,11 +311,22 @@ def to_image_coordinates(
 
 
 def decode(
-    heatmaps: np.ndarray, centers: np.ndarray, scales: np.ndarray, post_process: bool = True
+    heatmaps: np.ndarray,
+    centers: np.ndarray,
+    scales: np.ndarray,
+    post_process: bool = True,
+    decoder: str = "quarter_offset",
+    sigma: float = 2.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """HRNet `get_final_preds`: (image coords [N, K, 2], scores [N, K])."""
+    """HRNet `get_final_preds`: (image coords [N, K, 2], scores [N, K]). With
+    `post_process` the argmax is refined by `decoder`: HRNet's quarter offset, or DARK's
+    Newton step (which needs the training `sigma`). Scores are the maps' maxima."""
+    if decoder not in DECODERS:
+        raise ValueError(f"eval.decoder must be one of {DECODERS}, got {decoder!r}")
     heatmaps = np.asarray(heatmaps, np.float32)
     coords, scores = max_positions(heatmaps)
-    if post_process:
+    if post_process and decoder == "dark":
+        coords = dark_refine(heatmaps, coords, sigma)
+    elif post_process:
         coords = quarter_offset(heatmaps, coords)
     return to_image_coordinates(coords, centers, scales, heatmaps.shape[1:3]), scores

@@ -56,10 +56,17 @@ def device_batch(
     heatmap_hw: tuple[int, int],
     sigma: float,
     joint_weights: Sequence[float] | None = None,
+    target_encoding: str = "msra",
 ) -> dict:
     """A batch of source regions -> the host path's {'image', 'target', 'target_weight'}."""
     target, weight = encode_on_device(
-        batch["joints"], batch["visibility"], crop_hw, heatmap_hw, sigma, joint_weights
+        batch["joints"],
+        batch["visibility"],
+        crop_hw,
+        heatmap_hw,
+        sigma,
+        joint_weights,
+        target_encoding,
     )
     image = warp_crops(batch["source"], batch["to_source"], crop_hw)
     return {"image": image, "target": target, "target_weight": weight}

@@ -31,6 +31,7 @@ class SampleConfig:
     augment: AugmentConfig = AugmentConfig()
     # The source buffer when augmenting on device; None: on the host.
     device_buffer_hw: tuple[int, int] | None = None
+    target_encoding: str = "msra"  # or "unbiased" (codec.encode)
 
 
 @dataclasses.dataclass
@@ -107,7 +108,13 @@ def make_sample(
     crop = warp_crop(image, g.matrix, config.crop_hw, mirror=g.flip, swap_red_blue=swap_red_blue)
     weights = spec.joint_weights if config.use_joint_weights else None
     target, target_weight = encode(
-        g.joints, g.visibility, config.crop_hw, config.heatmap_hw, config.sigma, weights
+        g.joints,
+        g.visibility,
+        config.crop_hw,
+        config.heatmap_hw,
+        config.sigma,
+        weights,
+        config.target_encoding,
     )
     return Sample(
         crop,

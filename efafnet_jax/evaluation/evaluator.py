@@ -105,7 +105,12 @@ class Evaluator:
 
         def finish(step: int, heatmaps: jax.Array, batch: dict) -> None:
             coords, scores = decode(
-                local_rows(heatmaps), batch["center"], batch["scale"], e.post_process
+                local_rows(heatmaps),
+                batch["center"],
+                batch["scale"],
+                e.post_process,
+                e.decoder,
+                self.config.data.sigma,
             )
             parts.append((batch["record_index"], coords, scores, batch["valid"], batch["skipped"]))
             if progress and jax.process_index() == 0:

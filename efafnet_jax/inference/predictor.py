@@ -86,7 +86,10 @@ class PosePredictor:
                 for i in range(0, len(crops), self.batch_size)
             ]
         )
-        coords, joint_scores = decode(heatmaps, centers, scales, self.config.eval.post_process)
+        e = self.config.eval
+        coords, joint_scores = decode(
+            heatmaps, centers, scales, e.post_process, e.decoder, self.config.data.sigma
+        )
         if self.clip_to_box:
             low, high = boxes[:, None, :2], boxes[:, None, :2] + boxes[:, None, 2:4]
             coords = np.clip(coords, low, high)

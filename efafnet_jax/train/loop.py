@@ -182,6 +182,7 @@ def training_program(
             heatmap_hw=samples.heatmap_hw,
             sigma=samples.sigma,
             joint_weights=weights,
+            target_encoding=samples.target_encoding,
         )
         keys = DEVICE_BATCH_KEYS
     step_fn = make_train_step(
