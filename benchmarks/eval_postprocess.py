@@ -1,10 +1,10 @@
 """Seconds per stage of COCO keypoint evaluation after the network, at val2017 scale.
 
     python benchmarks/eval_postprocess.py [--images 5000] [--detections 104000] [--seed 0]
-        [--json]
+        [--decoder quarter_offset|dark] [--json]
 
 Times, one by one, what `Evaluator.predict` / `coco_results` / `metrics` do with the
-network's heatmaps: decode (argmax + quarter offset, back to image pixels), box x
+network's heatmaps: decode (argmax + quarter offset or DARK, back to image pixels), box x
 keypoint rescoring, OKS-NMS per image, building the COCO results list, and pycocotools'
 COCOeval against the ground-truth file.
 
@@ -234,7 +234,9 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
     seconds[stage] += time.perf_counter() - start
 
 
-def measure(rng: np.random.Generator, case: Case) -> tuple[dict[str, float], list[dict], dict]:
+def measure(
+    rng: np.random.Generator, case: Case, decoder: str = "quarter_offset"
+) -> tuple[dict[str, float], list[dict], dict]:
     """Seconds per stage, the COCO results and COCOeval's numbers.
 
     Each stage runs the lines `Evaluator` runs, on the same kind of inputs: decode on
@@ -251,7 +253,7 @@ def measure(rng: np.random.Generator, case: Case) -> tuple[dict[str, float], lis
         heatmaps = synthetic_heatmaps(rng, case.peaks[part], case.amplitudes[part])
         with _timed(seconds, "decode"):
             keypoints[part, :, :2], keypoints[part, :, 2] = decode(
-                heatmaps, centers[part], scales[part], post_process=True
+                heatmaps, centers[part], scales[part], True, decoder, SIGMA
             )
         del heatmaps  # let the next block reuse the memory
 
@@ -296,7 +298,7 @@ def main(argv):
     rng = np.random.default_rng(f.seed)
     with tempfile.TemporaryDirectory() as folder:
         case = make_case(rng, f.images, f.detections, folder)
-        seconds, results, metrics = measure(rng, case)
+        seconds, results, metrics = measure(rng, case, f.decoder)
     n = len(case.records)
     items = {
         "decode": (n, "detections"),
@@ -321,6 +323,7 @@ def main(argv):
             "detections": n,
             "results": len(results),
             "seed": f.seed,
+            "decoder": f.decoder,
             **{f"{stage}_s": seconds[stage] for stage in STAGES},
             "total_s": total,
             "AP": metrics["AP"],
@@ -336,5 +339,6 @@ if __name__ == "__main__":
     flags.DEFINE_integer("images", 5000, "Images (val2017 has 5000).")
     flags.DEFINE_integer("detections", 104000, "Person detections over all images.")
     flags.DEFINE_integer("seed", 0, "Seed of the generated case.")
+    flags.DEFINE_enum("decoder", "quarter_offset", ["quarter_offset", "dark"], "eval.decoder.")
     flags.DEFINE_bool("json", False, "Print one line of JSON as the last line of stdout.")
     run(main)

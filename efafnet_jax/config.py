@@ -164,6 +164,9 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
     # "msra": Gaussians at the nearest heatmap pixel (HRNet, the paper's recipe) or
     # "unbiased": at the exact sub-pixel location (DARK; README "Codecs").
     d.target_encoding = "msra"
+    # UDP's unit-length geometry for crops, targets, decoding and the flip test (README
+    # "Codecs"); off in the paper's recipe.
+    d.udp = False
     # Training crops warped on the accelerator (Speed 2/2): the host sends the source
     # region in a (height, width) buffer. 640 x 640 holds any COCO image whole; larger
     # regions are shrunk by an integer factor (efafnet_jax/data/region.py).

@@ -6,8 +6,11 @@ microsoft/human-pose-estimation.pytorch has the same functions):
 - `generate_target_loop`: lib/dataset/JointsDataset.py `generate_target` (gaussian branch).
 - `half_body_loop`: lib/dataset/JointsDataset.py `half_body_transform`.
 - `final_preds_loop`: lib/core/inference.py `get_max_preds` and `get_final_preds`.
+- `dark_loop`: DARK's lib/core/inference.py (ilovepose/DarkPose) `gaussian_blur` and
+  `taylor`, map by map, on 1-based-free heatmap coordinates.
 """
 
+import cv2
 import numpy as np
 
 
@@ -83,3 +86,43 @@ def final_preds_loop(heatmaps_nkhw, centers, scales, affine_inverse):
                 y += np.sign(hm[py + 1][px] - hm[py - 1][px]) * 0.25
             preds[i, j] = trans @ np.array([x, y, 1.0])
     return preds, maxvals
+
+
+def dark_loop(heatmaps_nkhw, coords, kernel):
+    """DarkPose: pad `border` zeros, cv2.GaussianBlur (default border), crop, rescale to
+    the original maximum; log of max(., 1e-10); then per joint one Newton step, where
+    1 < px < w - 2 and 1 < py < h - 2 and the Hessian is invertible."""
+    border = (kernel - 1) // 2
+    n, k, h, w = heatmaps_nkhw.shape
+    blurred = heatmaps_nkhw.astype(np.float32).copy()
+    for i in range(n):
+        for j in range(k):
+            origin_max = np.max(blurred[i, j])
+            padded = np.zeros((h + 2 * border, w + 2 * border), np.float32)
+            padded[border:-border, border:-border] = blurred[i, j].copy()
+            padded = cv2.GaussianBlur(padded, (kernel, kernel), 0)
+            blurred[i, j] = padded[border:-border, border:-border].copy()
+            with np.errstate(invalid="ignore"):  # a flat map: 0 / 0, as the reference
+                blurred[i, j] *= origin_max / np.max(blurred[i, j])
+    log_maps = np.log(np.maximum(blurred, 1e-10))
+    out = np.array(coords, np.float64).copy()
+    for i in range(n):
+        for j in range(k):
+            hm = log_maps[i, j]
+            px, py = int(out[i, j, 0]), int(out[i, j, 1])
+            if 1 < px < w - 2 and 1 < py < h - 2:
+                dx = 0.5 * (hm[py][px + 1] - hm[py][px - 1])
+                dy = 0.5 * (hm[py + 1][px] - hm[py - 1][px])
+                dxx = 0.25 * (hm[py][px + 2] - 2 * hm[py][px] + hm[py][px - 2])
+                dxy = 0.25 * (
+                    hm[py + 1][px + 1]
+                    - hm[py - 1][px + 1]
+                    - hm[py + 1][px - 1]
+                    + hm[py - 1][px - 1]
+                )
+                dyy = 0.25 * (hm[py + 2][px] - 2 * hm[py][px] + hm[py - 2][px])
+                derivative = np.array([dx, dy])
+                hessian = np.array([[dxx, dxy], [dxy, dyy]])
+                if dxx * dyy - dxy**2 != 0:  # DarkPose: offset = -hessian.I * derivative
+                    out[i, j] += -np.linalg.inv(hessian) @ derivative
+    return out

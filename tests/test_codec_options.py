@@ -39,6 +39,27 @@ def test_dark_recovers_a_sub_pixel_peak_the_quarter_rule_misses(peak):
         np.testing.assert_allclose(np.abs(quarter - peak), 0.25, atol=1e-6)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dark_matches_darkpose_map_by_map(seed):
+    """Against a loop transcription of DarkPose (tests/reference_loops.py): noisy peaks,
+    negative values (MSE-trained outputs), peaks at the border, a flat map."""
+    from reference_loops import dark_loop
+
+    rng = np.random.default_rng(seed)
+    peaks = rng.uniform([0, 0], [HEATMAP_HW[1] - 1, HEATMAP_HW[0] - 1], (6, 17, 2))
+    peaks[0, :3] = [[0.4, 10.0], [47.0, 30.2], [1.6, 62.8]]  # at and near the border
+    heatmaps = np.concatenate(
+        [sampled_gaussian(*p)[..., 0] for p in peaks.reshape(-1, 2)], axis=0
+    ).reshape(6, 17, *HEATMAP_HW)
+    heatmaps = heatmaps * rng.uniform(0.1, 1, (6, 17, 1, 1)) + rng.normal(0, 0.03, heatmaps.shape)
+    heatmaps[1, 4] = 0.0  # a flat map
+    heatmaps = heatmaps.astype(np.float32).transpose(0, 2, 3, 1)  # channels last
+    argmax, _ = max_positions(heatmaps)
+    expected = dark_loop(heatmaps.transpose(0, 3, 1, 2), argmax, kernel=11)
+    np.testing.assert_allclose(dark_refine(heatmaps, argmax, SIGMA), expected, atol=1e-4)
+    assert np.abs(expected - argmax).max() > 0.1  # the step moved the peaks
+
+
 def test_dark_leaves_peaks_at_the_border_and_flat_maps_alone():
     border = sampled_gaussian(1.3, 30.2)
     argmax, _ = max_positions(border)
@@ -86,3 +107,145 @@ def test_unknown_codec_names_are_refused():
         encode(np.zeros((1, 2)), np.ones(1), CROP_HW, HEATMAP_HW, SIGMA, encoding="udp")
     with pytest.raises(ValueError, match="eval.decoder"):
         decode(np.zeros((1, *HEATMAP_HW, 1)), np.zeros((1, 2)), np.ones((1, 2)), decoder="x")
+
+
+def _crop_then_mirror_and_mirror_then_crop(udp: bool):
+    """Keypoints (x) cropped from the image, and cropped from the mirrored image then
+    mirrored back in the crop (x -> (width - 1) - x), as the flip test does."""
+    from efafnet_jax.data.transforms import affine_matrix, affine_points
+
+    image_width, center, scale = 640, np.array([300.3, 200.7]), np.array([1.2, 1.6])
+    points = np.random.default_rng(0).uniform([150, 60], [450, 340], (20, 2))
+    direct = affine_points(points, affine_matrix(center, scale, 0.0, CROP_HW, udp=udp))
+    mirrored_center = np.array([image_width - 1 - center[0], center[1]])
+    mirrored_points = np.stack([image_width - 1 - points[:, 0], points[:, 1]], axis=-1)
+    matrix = affine_matrix(mirrored_center, scale, 0.0, CROP_HW, udp=udp)
+    via_mirror = affine_points(mirrored_points, matrix)[:, 0]
+    return direct[:, 0], CROP_HW[1] - 1 - via_mirror
+
+
+@pytest.mark.parametrize("udp", [True, False], ids=["udp", "standard"])
+def test_udp_flip_of_a_crop_and_back_is_the_identity(udp):
+    """Hand-derived: HRNet's transform maps the box centre to crop x = W/2, so a mirrored
+    crop, mirrored back, is 1 crop pixel left; from crop to heatmap (x / s, s = W / w)
+    and back the flip moves x by w - 1 - (W - 1) / s = -(s - 1) / s heatmap pixels (0.75
+    at stride 4; HRNet's 1-pixel shift compensates it to +0.25). UDP's unit lengths map
+    [0, W - 1] onto [0, w - 1]: both are exact."""
+    from efafnet_jax.data.codec import heatmap_stride
+
+    direct, back = _crop_then_mirror_and_mirror_then_crop(udp)
+    stride = heatmap_stride(CROP_HW, HEATMAP_HW, udp)[0]
+    heatmap_direct = direct / stride
+    heatmap_back = HEATMAP_HW[1] - 1 - (CROP_HW[1] - 1 - direct) / stride
+    if udp:
+        np.testing.assert_allclose(back, direct, atol=1e-6)
+        np.testing.assert_allclose(heatmap_back, heatmap_direct, atol=1e-6)
+    else:
+        np.testing.assert_allclose(back - direct, -1.0, atol=1e-6)
+        np.testing.assert_allclose(heatmap_back - heatmap_direct, -(stride - 1) / stride, atol=1e-6)
+
+
+@pytest.mark.parametrize("encoding", ["msra", "unbiased"])
+def test_udp_targets_decode_back_to_the_image_keypoints(encoding):
+    """image -> crop (UDP) -> targets -> heatmap peak -> image: the joints come back, to
+    DARK's accuracy with unbiased targets and within half a heatmap pixel with msra."""
+    from efafnet_jax.data.transforms import affine_matrix, affine_points
+
+    center, scale = np.array([300.3, 200.7]), np.array([1.2, 1.6])
+    joints = np.array([[280.2, 150.9], [350.0, 260.1], [301.7, 199.2]])
+    crop = affine_points(joints, affine_matrix(center, scale, 0.0, CROP_HW, udp=True))
+    target, _ = encode(crop, np.ones(3), CROP_HW, HEATMAP_HW, SIGMA, encoding=encoding, udp=True)
+    coords, _ = decode(target[None], center[None], scale[None], True, "dark", SIGMA, udp=True)
+    pixel = scale[0] * 200 / (HEATMAP_HW[1] - 1)  # image pixels per heatmap pixel
+    tolerance = 0.02 if encoding == "unbiased" else 0.5
+    assert np.abs(coords[0] - joints).max() < tolerance * pixel
+    standard, _ = decode(target[None], center[None], scale[None], True, "dark", SIGMA)
+    assert np.abs(standard[0] - joints).max() > 0.3 * pixel  # the geometries differ
+
+
+def test_the_flip_test_shift_is_off_under_udp():
+    from efafnet_jax.data.codec import flip_test_shift
+
+    assert flip_test_shift(True, udp=False) and not flip_test_shift(True, udp=True)
+    assert not flip_test_shift(False, udp=False)
+
+
+def test_evaluation_predict_and_export_follow_the_codec_settings(monkeypatch):
+    """eval.decoder and data.udp reach every path that crops, flips or decodes: the
+    evaluator (eval.py and the periodic validation), the predictor and export."""
+    import jax
+    from conftest import CONFIG_DIR, DATA_DIR, load_test_config
+
+    from efafnet_jax.data import codec
+    from efafnet_jax.data.images import read_image
+    from efafnet_jax.evaluation import evaluator as evaluator_module
+    from efafnet_jax.evaluation import heatmaps as heatmaps_module
+    from efafnet_jax.inference import export as export_module
+    from efafnet_jax.inference import predictor as predictor_module
+    from efafnet_jax.models import create_model
+    from efafnet_jax.models.summary import abstract_variables
+
+    config = load_test_config(f"{CONFIG_DIR / 'tiny.py'}:efafnet,64x64")
+    coco = DATA_DIR / "coco"
+    d = config.data
+    d.val_ann, d.val_images, d.val_detections = str(coco / "test_coco.json"), str(coco), ""
+    d.udp, config.eval.decoder, config.eval.batch_size, config.eval.workers = True, "dark", 8, 0
+    decoded, shifts = [], []
+
+    def spy_decode(heatmaps, centers, scales, *settings):
+        decoded.append(settings)
+        return codec.decode(heatmaps, centers, scales, *settings)
+
+    def spy_heatmaps(model, spec, sigma, flip_test, shift, *mesh):
+        shifts.append(shift)
+        return make(model, spec, sigma, flip_test, shift, *mesh)
+
+    for module in (evaluator_module, predictor_module):
+        monkeypatch.setattr(module, "decode", spy_decode)
+    make = heatmaps_module.make_heatmap_fn
+    monkeypatch.setattr(evaluator_module, "make_heatmap_fn", spy_heatmaps)
+    monkeypatch.setattr(predictor_module, "make_heatmap_fn", spy_heatmaps)
+    model = create_model(config.model)
+    shapes = abstract_variables(model, tuple(d.crop_hw))
+    variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+    evaluator = evaluator_module.Evaluator(config)
+    evaluator.predict(model, variables, progress=False)
+    predictor = predictor_module.PosePredictor(model, variables, config, evaluator.spec)
+    predictor(read_image(str(coco / "000000040083.jpg"), 40083), [[100, 80, 120, 240, 1.0]])
+    assert decoded and all(s == (True, "dark", d.sigma, True) for s in decoded)
+    assert shifts == [False, False]  # UDP's flip needs no shift
+    monkeypatch.setattr(export_module, "heatmap_function", lambda *a: shifts.append(a[4]))
+    with pytest.raises(TypeError):  # the spy returns no function: only the settings matter
+        export_module.export_inference(config, variables)
+    assert shifts[-1] is False
+
+
+@pytest.mark.parametrize("udp", [False, True], ids=["standard", "udp"])
+def test_training_samples_carry_the_codec_settings(udp):
+    """config.data -> sample_config -> make_sample: unbiased targets in the chosen
+    geometry decode (DARK, same geometry) onto the record's joints in the image."""
+    from conftest import DATA_DIR
+
+    from efafnet_jax.config import build_config
+    from efafnet_jax.data.coco_format import read_coco_keypoints
+    from efafnet_jax.data.images import read_image
+    from efafnet_jax.data.keypoints import COCO
+    from efafnet_jax.data.sample import make_sample
+    from efafnet_jax.data.splits import sample_config
+
+    data = build_config("coco", num_joints=17, spec="sbn", default_size=CROP_HW).data
+    data.target_encoding, data.udp = "unbiased", udp
+    records, _ = read_coco_keypoints(
+        str(DATA_DIR / "coco" / "test_coco.json"), str(DATA_DIR / "coco"), COCO, 0.75
+    )
+    record = records[0]
+    image = read_image(record.image_path, record.image_id)
+    sample = make_sample(record, image, COCO, sample_config(data), draws=None)
+    coords, _ = decode(
+        sample.target[None], record.center[None], record.scale[None], True, "dark", SIGMA, udp
+    )
+    visible = (record.visibility > 0) & (sample.target_weight > 0)
+    pixel = record.scale[0] * 200 / HEATMAP_HW[1]  # image pixels per heatmap pixel
+    assert visible.sum() >= 5
+    assert np.abs(coords[0][visible] - record.joints[visible]).max() < 0.03 * pixel

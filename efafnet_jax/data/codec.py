@@ -53,8 +53,10 @@ def encode(
     sigma: float,
     joint_weights: Sequence[float] | None = None,
     encoding: str = "msra",
+    udp: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Heatmaps [h, w, K] float32 and weights [K] float32 for crop-pixel joints [K, 2].
+    `udp`: crop pixels map to heatmap pixels by UDP's unit lengths (`heatmap_stride`).
 
     "msra": the peak of joint k sits at mu = int(joint / stride + 0.5) (int truncating
     toward zero); an unnormalised Gaussian of `sigma` is pasted in the window
@@ -63,8 +65,9 @@ def encode(
     multiply by `joint_weights` if given. Vectorised over joints (no Python loop),
     with the reference's window values. "unbiased": see `_unbiased_targets`.
     """
+    stride = heatmap_stride(crop_hw, heatmap_hw, udp)
     if encoding == "unbiased":
-        return _unbiased_targets(joints, visibility, crop_hw, heatmap_hw, sigma, joint_weights)
+        return _unbiased_targets(joints, visibility, stride, heatmap_hw, sigma, joint_weights)
     if encoding != "msra":
         raise ValueError(
             f"data.target_encoding must be one of {TARGET_ENCODINGS}, got {encoding!r}"
@@ -72,7 +75,6 @@ def encode(
     joints = np.asarray(joints, np.float64)
     num_joints = len(joints)
     height, width = heatmap_hw
-    stride = np.asarray(crop_hw[::-1], np.float64) / np.asarray(heatmap_hw[::-1], np.float64)
     weight = np.asarray(visibility, np.float32).reshape(num_joints).copy()
     radius = sigma * 3
     mu = _truncate(joints[:, :2] / stride + 0.5)
@@ -99,14 +101,23 @@ def encode(
     return target, weight
 
 
-def _unbiased_targets(joints, visibility, crop_hw, heatmap_hw, sigma, joint_weights):
+def heatmap_stride(
+    crop_hw: tuple[int, int], heatmap_hw: tuple[int, int], udp: bool = False
+) -> np.ndarray:
+    """Crop pixels per heatmap pixel, (x, y): size ratio (HRNet), or with `udp` the ratio
+    of unit lengths (size - 1), which maps the last pixel onto the last (UDP Sec. 3.2)."""
+    crop_wh = np.asarray(crop_hw[::-1], np.float64)
+    heatmap_wh = np.asarray(heatmap_hw[::-1], np.float64)
+    return (crop_wh - 1) / (heatmap_wh - 1) if udp else crop_wh / heatmap_wh
+
+
+def _unbiased_targets(joints, visibility, stride, heatmap_hw, sigma, joint_weights):
     """DARK's targets (Zhang et al., CVPR 2020, Sec. 3.2; DarkPose JointsDataset
     `generate_target`): the Gaussian is centred at the exact sub-pixel location
     mu = joint / stride and evaluated over the whole map. A joint's weight is 0 when
     the square [mu - 3 sigma, mu + 3 sigma + 1] lies wholly off the map."""
     joints = np.asarray(joints, np.float64)
     height, width = heatmap_hw
-    stride = np.asarray(crop_hw[::-1], np.float64) / np.asarray(heatmap_hw[::-1], np.float64)
     weight = np.asarray(visibility, np.float32).reshape(len(joints)).copy()
     mu = joints[:, :2] / stride
     ul, br = mu - sigma * 3, mu + sigma * 3 + 1
@@ -129,6 +140,7 @@ def encode_on_device(
     sigma: float,
     joint_weights: Sequence[float] | None = None,
     encoding: str = "msra",
+    udp: bool = False,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """`encode` for a batch, in JAX: joints [B, K, 2] -> heatmaps [B, h, w, K], weights [B, K].
 
@@ -136,7 +148,7 @@ def encode_on_device(
     mask over the map) instead of scattered, in float32.
     """
     height, width = heatmap_hw
-    stride = jnp.asarray([crop_hw[1] / width, crop_hw[0] / height], jnp.float32)
+    stride = jnp.asarray(heatmap_stride(crop_hw, heatmap_hw, udp), jnp.float32)
     radius = sigma * 3
     if encoding == "unbiased":
         mu = joints.astype(jnp.float32) / stride
@@ -249,41 +261,44 @@ def dark_kernel_size(sigma: float) -> int:
     return size if size % 2 else size + 1
 
 
-def blur_keeping_maximum(heatmaps: np.ndarray, kernel_size: int) -> np.ndarray:
-    """DarkPose `gaussian_blur`: each map [N, h, w, K] blurred with cv2's Gaussian kernel
-    of `kernel_size` over a zero border, then rescaled to its own maximum. Separable and
-    vectorised over maps."""
-    kernel = cv2.getGaussianKernel(kernel_size, 0).ravel()
-    border = (kernel_size - 1) // 2
-    out = heatmaps.astype(np.float64)
-    for axis in (1, 2):
-        padding = [(0, 0)] * 4
-        padding[axis] = (border, border)
-        padded = np.pad(out, padding)
-        length = out.shape[axis]
-        out = sum(
-            weight * np.take(padded, np.arange(i, i + length), axis=axis)
-            for i, weight in enumerate(kernel)
-        )
-    before = heatmaps.max(axis=(1, 2), keepdims=True)
-    after = out.max(axis=(1, 2), keepdims=True)
-    return out * np.divide(before, after, out=np.zeros_like(after), where=after != 0)
+def blur_maps(heatmaps: np.ndarray, kernel_size: int) -> np.ndarray:
+    """Each map of [N, h, w, K] blurred with cv2's Gaussian kernel of `kernel_size` over a
+    zero border; float32.
+
+    DarkPose `gaussian_blur` pads `border` zeros and blurs with cv2's default
+    reflection; the kernel's radius is the border, so that equals a blur with a
+    constant 0 border. One cv2 call per person filters its K maps as channels, in the
+    layout they arrive in.
+    """
+    kernel = cv2.getGaussianKernel(kernel_size, 0).astype(np.float32)
+    maps = np.ascontiguousarray(heatmaps, np.float32)
+    blurred = np.empty_like(maps)
+    for person, out in zip(maps, blurred, strict=True):
+        cv2.sepFilter2D(person, cv2.CV_32F, kernel, kernel, dst=out, borderType=cv2.BORDER_CONSTANT)
+    return blurred
 
 
 def dark_refine(heatmaps: np.ndarray, coords: np.ndarray, sigma: float) -> np.ndarray:
-    """DARK's sub-pixel step (Zhang et al., CVPR 2020, Eq. 5; DarkPose `taylor`): on the
-    log of the max-keeping blurred map, one Newton step x - H^-1 g from the argmax, with
-    central differences, where 1 < x < w - 2 and 1 < y < h - 2 and H is invertible."""
+    """DARK's sub-pixel step (Zhang et al., CVPR 2020, Eq. 5; DarkPose `get_final_preds`
+    and `taylor`). Each map is blurred (`blur_maps`, kernel `dark_kernel_size`), rescaled
+    so that its maximum is the original's, floored at 1e-10 and logged; then one Newton
+    step x - H^-1 g from the argmax, with central differences, where 1 < x < w - 2 and
+    1 < y < h - 2 and H is invertible. Only the 13 values the step reads are rescaled,
+    floored and logged."""
     n, h, w, k = heatmaps.shape
-    log_maps = np.log(np.maximum(blur_keeping_maximum(heatmaps, dark_kernel_size(sigma)), 1e-10))
+    blurred = blur_maps(heatmaps, dark_kernel_size(sigma))
+    batch, joint = np.arange(n)[:, None], np.arange(k)[None, :]
     px = coords[..., 0].astype(np.int64)
     py = coords[..., 1].astype(np.int64)
+    peak = heatmaps[batch, py, px, joint]  # the maximum, where the step is taken
+    top = blurred.reshape(n, h * w, k).max(axis=1)
+    rescale = np.divide(peak, top, out=np.zeros_like(top), where=top != 0)
     inside = (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
     px, py = np.clip(px, 2, w - 3), np.clip(py, 2, h - 3)
-    batch, joint = np.arange(n)[:, None], np.arange(k)[None, :]
 
     def at(dy: int, dx: int) -> np.ndarray:
-        return log_maps[batch, py + dy, px + dx, joint]
+        value = blurred[batch, py + dy, px + dx, joint] * rescale
+        return np.log(np.maximum(value, 1e-10))
 
     dx = 0.5 * (at(0, 1) - at(0, -1))
     dy = 0.5 * (at(1, 0) - at(-1, 0))
@@ -300,12 +315,17 @@ def dark_refine(heatmaps: np.ndarray, coords: np.ndarray, sigma: float) -> np.nd
 
 
 def to_image_coordinates(
-    coords: np.ndarray, centers: np.ndarray, scales: np.ndarray, heatmap_hw: tuple[int, int]
+    coords: np.ndarray,
+    centers: np.ndarray,
+    scales: np.ndarray,
+    heatmap_hw: tuple[int, int],
+    udp: bool = False,
 ) -> np.ndarray:
-    """Heatmap coords [N, K, 2] -> image coords via the inverse affine of (centre, scale, 0)."""
+    """Heatmap coords [N, K, 2] -> image coords via the inverse affine of (centre, scale, 0)
+    (UDP's unit-length form with `udp`)."""
     out = np.zeros(coords.shape, np.float64)
     for i in range(len(coords)):  # one 2x3 matrix per person
-        matrix = affine_matrix(centers[i], scales[i], 0.0, heatmap_hw, inverse=True)
+        matrix = affine_matrix(centers[i], scales[i], 0.0, heatmap_hw, inverse=True, udp=udp)
         out[i] = affine_points(coords[i], matrix)
     return out
 
@@ -317,10 +337,12 @@ def decode(
     post_process: bool = True,
     decoder: str = "quarter_offset",
     sigma: float = 2.0,
+    udp: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """HRNet `get_final_preds`: (image coords [N, K, 2], scores [N, K]). With
     `post_process` the argmax is refined by `decoder`: HRNet's quarter offset, or DARK's
-    Newton step (which needs the training `sigma`). Scores are the maps' maxima."""
+    Newton step (which needs the training `sigma`). Scores are the maps' maxima. `udp`:
+    heatmap pixels map back to the image by UDP's unit lengths."""
     if decoder not in DECODERS:
         raise ValueError(f"eval.decoder must be one of {DECODERS}, got {decoder!r}")
     heatmaps = np.asarray(heatmaps, np.float32)
@@ -329,4 +351,10 @@ def decode(
         coords = dark_refine(heatmaps, coords, sigma)
     elif post_process:
         coords = quarter_offset(heatmaps, coords)
-    return to_image_coordinates(coords, centers, scales, heatmaps.shape[1:3]), scores
+    return to_image_coordinates(coords, centers, scales, heatmaps.shape[1:3], udp), scores
+
+
+def flip_test_shift(shift_heatmap: bool, udp: bool) -> bool:
+    """Whether the flip test shifts the flipped heatmaps one pixel (HRNet's SHIFT_HEATMAP,
+    `eval.shift_heatmap`): never under UDP, whose flip is exact (UDP Sec. 3.3)."""
+    return bool(shift_heatmap) and not udp

@@ -57,6 +57,7 @@ def device_batch(
     sigma: float,
     joint_weights: Sequence[float] | None = None,
     target_encoding: str = "msra",
+    udp: bool = False,
 ) -> dict:
     """A batch of source regions -> the host path's {'image', 'target', 'target_weight'}."""
     target, weight = encode_on_device(
@@ -67,6 +68,7 @@ def device_batch(
         sigma,
         joint_weights,
         target_encoding,
+        udp,
     )
     image = warp_crops(batch["source"], batch["to_source"], crop_hw)
     return {"image": image, "target": target, "target_weight": weight}

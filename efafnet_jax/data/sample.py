@@ -32,6 +32,7 @@ class SampleConfig:
     # The source buffer when augmenting on device; None: on the host.
     device_buffer_hw: tuple[int, int] | None = None
     target_encoding: str = "msra"  # or "unbiased" (codec.encode)
+    udp: bool = False  # UDP's unit-length crop and heatmap geometry (transforms.udp_matrix)
 
 
 @dataclasses.dataclass
@@ -85,7 +86,7 @@ def crop_geometry(
             )
             center = np.array(center, copy=True)
             center[0] = image_width - center[0] - 1
-    matrix = affine_matrix(center, scale, rotation, config.crop_hw)
+    matrix = affine_matrix(center, scale, rotation, config.crop_hw, udp=config.udp)
     labelled = visibility > 0
     joints[labelled] = affine_points(joints[labelled], matrix)
     return CropGeometry(matrix, center, scale, rotation, flip, joints, visibility)
@@ -115,6 +116,7 @@ def make_sample(
         config.sigma,
         weights,
         config.target_encoding,
+        config.udp,
     )
     return Sample(
         crop,

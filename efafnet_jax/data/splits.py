@@ -29,6 +29,7 @@ def sample_config(data: ml_collections.ConfigDict) -> SampleConfig:
         augment=AugmentConfig(**data.augment.to_dict()),
         device_buffer_hw=tuple(data.device_buffer_hw) if data.get("device_augment") else None,
         target_encoding=data.target_encoding,
+        udp=data.udp,
     )
 
 

@@ -67,16 +67,20 @@ def affine_matrix(
     rotation: float,
     output_hw: tuple[int, int],
     inverse: bool = False,
+    udp: bool = False,
 ) -> np.ndarray:
     """The 2x3 image -> crop matrix (crop -> image with `inverse`), HRNet's 3-point form.
 
     Source points: the centre, the centre plus (0, -0.5 * scale_w * 200) rotated by
     `rotation` degrees, and a third point perpendicular to them; destination: the
     crop centre, the top-centre, and its perpendicular. Only scale's width counts.
+    With `udp`, UDP's unit-length form instead (`udp_matrix`).
     """
     scale = np.asarray(scale)
     if scale.ndim == 0:
         scale = np.array([scale, scale])
+    if udp:
+        return udp_matrix(center, scale, rotation, output_hw, inverse)
     src_w = scale[0] * PIXEL_STD
     dst_h, dst_w = output_hw
     src_dir = _rotate([0, src_w * -0.5], np.pi * rotation / 180)
@@ -92,6 +96,34 @@ def affine_matrix(
     if inverse:
         return cv2.getAffineTransform(np.float32(dst), np.float32(src))
     return cv2.getAffineTransform(np.float32(src), np.float32(dst))
+
+
+def udp_matrix(
+    center: np.ndarray,
+    scale: np.ndarray,
+    rotation: float,
+    output_hw: tuple[int, int],
+    inverse: bool = False,
+) -> np.ndarray:
+    """UDP's image -> output matrix (Huang et al., CVPR 2020, Sec. 3.2; mmpose
+    `get_udp_warp_matrix`): lengths are measured in unit lengths, so the box's
+    [centre - size/2, centre + size/2] maps onto [0, output size - 1] in each direction,
+    rotated by `rotation` degrees about the centre. The box size is scale * 200 in both
+    directions (the aspect is fixed by `box_to_center_scale`). A flip of the output,
+    x -> (width - 1) - x, is then the flip of the box about its centre: no half-pixel
+    shift."""
+    size = np.asarray(scale, np.float64) * PIXEL_STD
+    out_h, out_w = output_hw
+    factor = np.array([(out_w - 1) / size[0], (out_h - 1) / size[1]])
+    angle = np.pi * rotation / 180
+    cs, sn = math.cos(angle), math.sin(angle)
+    rotate = np.array([[cs, -sn], [sn, cs]])  # HRNet's rotation sense (see _rotate)
+    linear = factor[:, None] * rotate.T
+    offset = factor * size * 0.5 - linear @ np.asarray(center, np.float64)
+    matrix = np.concatenate([linear, offset[:, None]], axis=1)
+    if inverse:
+        return cv2.invertAffineTransform(matrix)
+    return matrix
 
 
 def affine_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from efafnet_jax.data.coco_format import read_coco_keypoints
-from efafnet_jax.data.codec import decode
+from efafnet_jax.data.codec import decode, flip_test_shift
 from efafnet_jax.data.json_files import load_json
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.mpii import headboxes_from_official, read_gt_valid
@@ -72,8 +72,9 @@ class Evaluator:
         key = (model, mesh)
         if key not in self._heatmap_fns:
             e = self.config.eval
+            shift = flip_test_shift(e.shift_heatmap, self.config.data.udp)
             self._heatmap_fns[key] = make_heatmap_fn(
-                model, self.spec, self.config.data.sigma, e.flip_test, e.shift_heatmap, mesh
+                model, self.spec, self.config.data.sigma, e.flip_test, shift, mesh
             )
         return self._heatmap_fns[key]
 
@@ -111,6 +112,7 @@ class Evaluator:
                 e.post_process,
                 e.decoder,
                 self.config.data.sigma,
+                self.config.data.udp,
             )
             parts.append((batch["record_index"], coords, scores, batch["valid"], batch["skipped"]))
             if progress and jax.process_index() == 0:

@@ -19,6 +19,7 @@ from absl import flags
 from jax import export
 
 from efafnet_jax.cli import define_common_flags, run
+from efafnet_jax.data.codec import flip_test_shift
 from efafnet_jax.data.keypoints import spec_from_config
 from efafnet_jax.evaluation.heatmaps import heatmap_function
 from efafnet_jax.models import create_model
@@ -45,9 +46,8 @@ def export_inference(
     model_config.conv_impl = "xla"
     model = create_model(model_config)
     spec = spec_from_config(config.data)
-    heatmaps = heatmap_function(
-        model, spec, config.data.sigma, flip_test, config.eval.shift_heatmap
-    )
+    shift = flip_test_shift(config.eval.shift_heatmap, config.data.udp)
+    heatmaps = heatmap_function(model, spec, config.data.sigma, flip_test, shift)
     height, width = config.data.crop_hw
     (batch,) = export.symbolic_shape("b")
     crops = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8)
@@ -76,6 +76,13 @@ def main(argv):
         "input": str(exported.in_avals[0]),
         "output": str(exported.out_avals[0]),
         "platforms": list(exported.platforms),
+        # What a caller must match: the crop geometry and decoding the model expects.
+        "codec": {
+            "udp": bool(config.data.udp),
+            "decoder": config.eval.decoder,
+            "sigma": config.data.sigma,
+            "flip_shift": flip_test_shift(config.eval.shift_heatmap, config.data.udp),
+        },
     }
     print(f"exported {summary['input']} -> {summary['output']} to {f.out} ({len(blob)} bytes)")
     if f.json:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
-from efafnet_jax.data.codec import decode
+from efafnet_jax.data.codec import decode, flip_test_shift
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.records import PersonRecord
 from efafnet_jax.data.transforms import affine_matrix, warp_crop
@@ -54,14 +54,16 @@ class PosePredictor:
         self.mesh = data_mesh()
         self.batch_size = -(-batch_size // self.mesh.size) * self.mesh.size
         self.clip_to_box = clip_to_box
+        shift = flip_test_shift(config.eval.shift_heatmap, config.data.udp)
         self.heatmap_fn = make_heatmap_fn(
-            model, spec, config.data.sigma, flip_test, config.eval.shift_heatmap, self.mesh
+            model, spec, config.data.sigma, flip_test, shift, self.mesh
         )
 
     def crop(self, image_rgb: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """The crop [H, W, 3] uint8 of one centre and scale (the evaluation's, unaugmented)."""
         crop_hw = self.config.data.crop_hw
-        return warp_crop(image_rgb, affine_matrix(center, scale, 0.0, crop_hw), crop_hw)
+        matrix = affine_matrix(center, scale, 0.0, crop_hw, udp=self.config.data.udp)
+        return warp_crop(image_rgb, matrix, crop_hw)
 
     def __call__(self, image_rgb: np.ndarray, boxes: Sequence[Sequence[float]]) -> PersonPoses:
         """Poses of the people in `boxes` ([x, y, w, h, score] each, used as given)."""
@@ -87,8 +89,9 @@ class PosePredictor:
             ]
         )
         e = self.config.eval
+        d = self.config.data
         coords, joint_scores = decode(
-            heatmaps, centers, scales, e.post_process, e.decoder, self.config.data.sigma
+            heatmaps, centers, scales, e.post_process, e.decoder, d.sigma, d.udp
         )
         if self.clip_to_box:
             low, high = boxes[:, None, :2], boxes[:, None, :2] + boxes[:, None, 2:4]

@@ -183,6 +183,7 @@ def training_program(
             sigma=samples.sigma,
             joint_weights=weights,
             target_encoding=samples.target_encoding,
+            udp=samples.udp,
         )
         keys = DEVICE_BATCH_KEYS
     step_fn = make_train_step(
