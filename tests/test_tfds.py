@@ -278,7 +278,7 @@ def test_mpii_pckh_from_the_split_equals_pckh_from_the_files(tmp_path):
     _build("mpii", manual, tmp_path / "tfds", splits=("val",))
     files, built = _data_configs("mpii", manual, tmp_path / "tfds")
     results = []
-    for data in (files, built):
+    for data, origin in ((files, files.mpii_headboxes), (built, "TFDS mpii val")):
         config = load_test_config(f"{CONFIG_DIR / 'mpii.py'}:sbn,r50,256x256")
         config.data = data
         evaluator = Evaluator(config)
@@ -287,6 +287,10 @@ def test_mpii_pckh_from_the_split_equals_pckh_from_the_files(tmp_path):
         guess = truth + rng.normal(0, 10, truth.shape)
         keypoints = np.concatenate([guess, np.ones((*truth.shape[:2], 1))], axis=-1)
         results.append(evaluator.metrics(keypoints))
+        # Answers that do not match the head boxes person for person are refused by name.
+        count = len(truth)
+        with pytest.raises(ValueError, match=f"{origin} has {count} persons, the split has"):
+            evaluator.metrics(keypoints[:-1])
     assert results[0] == results[1]
     assert 0 < results[0]["Mean"] < 100
 
@@ -342,10 +346,10 @@ def test_bad_input_at_build_time_is_skipped_counted_and_the_rest_kept(tmp_path, 
 
 KILLED_BUILD = """
 import os, sys
-from efafnet_jax.data.tfds import builders
+from efafnet_jax.data.tfds import base
 from efafnet_jax.data.tfds.build import build
 
-write_shard = builders._ShardGenerator.__call__
+write_shard = base._ShardGenerator.__call__
 
 def killed(self):
     for n, item in enumerate(write_shard(self)):
@@ -353,7 +357,7 @@ def killed(self):
             os._exit(9)  # killed half-way through a shard: no cleanup runs
         yield item
 
-builders._ShardGenerator.__call__ = killed
+base._ShardGenerator.__call__ = killed
 build("coco_keypoints", sys.argv[1], sys.argv[2], splits=("val",))
 """
 

@@ -187,21 +187,23 @@ class Evaluator:
     def _pckh(self, keypoints: np.ndarray) -> dict:
         preds = keypoints[..., :2]
         if self.config.data.source == "tfds":  # gt_valid.mat's columns, stored with the split
+            origin = f"TFDS {self.config.data.tfds_name} val"
             mat = tfds_split(self.config.data, "val").pckh
-            return pckh(preds, mat["joints"] - 1, ~mat["joint_missing"], mat["headboxes"])
-        path = self.config.data.mpii_headboxes
-        if not path or not os.path.isfile(path):
-            raise FileNotFoundError(f"PCKh needs head boxes: data.mpii_headboxes={path!r}")
-        if "RELEASE" in _mat_keys(path):
-            boxes = headboxes_from_official(path, self.records)
-            gt = np.stack([r.joints for r in self.records])
-            visible = np.stack([r.visibility for r in self.records]) > 0
         else:
-            mat = read_gt_valid(path)
-            boxes, gt, visible = mat["headboxes"], mat["joints"] - 1, ~mat["joint_missing"]
-            if len(boxes) != len(preds):
-                raise ValueError(f"{path} has {len(boxes)} persons, the split has {len(preds)}")
-        return pckh(preds, gt, visible, boxes)
+            origin = self.config.data.mpii_headboxes
+            if not origin or not os.path.isfile(origin):
+                raise FileNotFoundError(f"PCKh needs head boxes: data.mpii_headboxes={origin!r}")
+            if "RELEASE" in _mat_keys(origin):
+                boxes = headboxes_from_official(origin, self.records)
+                gt = np.stack([r.joints for r in self.records])
+                visible = np.stack([r.visibility for r in self.records]) > 0
+                return pckh(preds, gt, visible, boxes)
+            mat = read_gt_valid(origin)
+        if len(mat["headboxes"]) != len(preds):
+            raise ValueError(
+                f"{origin} has {len(mat['headboxes'])} persons, the split has {len(preds)}"
+            )
+        return pckh(preds, mat["joints"] - 1, ~mat["joint_missing"], mat["headboxes"])
 
     def run(
         self,
