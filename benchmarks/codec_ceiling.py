@@ -28,13 +28,13 @@ from efafnet_jax.evaluation.evaluator import Evaluator
 
 # (name, data.target_encoding, data.udp, eval.decoder)
 CODECS = (
-    ("standard", "msra", False, "quarter_offset"),
-    ("DARK decoding", "msra", False, "dark"),
+    ("standard", "", False, "quarter_offset"),
+    ("DARK decoding", "", False, "dark"),
     ("unbiased targets, quarter offset", "unbiased", False, "quarter_offset"),
     ("DARK (unbiased targets + decoding)", "unbiased", False, "dark"),
+    ("UDP (its own unbiased targets), quarter offset", "", True, "quarter_offset"),
+    ("UDP + DARK decoding", "", True, "dark"),
     ("UDP geometry, HRNet's rounded targets", "msra", True, "quarter_offset"),
-    ("UDP, unbiased targets, quarter offset", "unbiased", True, "quarter_offset"),
-    ("UDP + DARK (unbiased targets)", "unbiased", True, "dark"),
 )
 
 

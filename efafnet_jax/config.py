@@ -161,9 +161,10 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
     d.check_images = True
     d.generated = False  # True: generate the synthetic dataset under <workdir>/data
     d.use_joint_weights = False
-    # "msra": Gaussians at the nearest heatmap pixel (HRNet, the paper's recipe) or
-    # "unbiased": at the exact sub-pixel location (DARK; README "Codecs").
-    d.target_encoding = "msra"
+    # "msra": Gaussians at the nearest heatmap pixel (HRNet, the paper's recipe);
+    # "unbiased": at the exact sub-pixel location (DARK; README "Codecs"); "": the
+    # geometry's own, "msra" for the standard transform and "unbiased" under data.udp.
+    d.target_encoding = ""
     # UDP's unit-length geometry for crops, targets, decoding and the flip test (README
     # "Codecs"); off in the paper's recipe.
     d.udp = False

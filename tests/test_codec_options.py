@@ -109,6 +109,26 @@ def test_unknown_codec_names_are_refused():
         decode(np.zeros((1, *HEATMAP_HW, 1)), np.zeros((1, 2)), np.ones((1, 2)), decoder="x")
 
 
+def test_the_default_target_encoding_is_the_geometrys_own():
+    """data.target_encoding "" : HRNet's rounding for the standard transform, UDP's
+    sub-pixel Gaussian under data.udp; an explicit value is kept in either geometry."""
+    from efafnet_jax.config import build_config
+    from efafnet_jax.data.splits import sample_config
+
+    data = build_config("coco", num_joints=17, spec="sbn", default_size=CROP_HW).data
+    assert data.target_encoding == ""
+    assert sample_config(data).target_encoding == "msra"
+    data.udp = True
+    assert sample_config(data).target_encoding == "unbiased"
+    data.target_encoding = "msra"
+    assert sample_config(data).target_encoding == "msra"
+    data.udp, data.target_encoding = False, "unbiased"
+    assert sample_config(data).target_encoding == "unbiased"
+    data.target_encoding = "udp"
+    with pytest.raises(ValueError, match="data.target_encoding must be '' or one of"):
+        sample_config(data)
+
+
 def _crop_then_mirror_and_mirror_then_crop(udp: bool):
     """Keypoints (x) cropped from the image, and cropped from the mirrored image then
     mirrored back in the crop (x -> (width - 1) - x), as the flip test does."""
@@ -129,14 +149,17 @@ def test_udp_flip_of_a_crop_and_back_is_the_identity(udp):
     """Hand-derived: HRNet's transform maps the box centre to crop x = W/2, so a mirrored
     crop, mirrored back, is 1 crop pixel left; from crop to heatmap (x / s, s = W / w)
     and back the flip moves x by w - 1 - (W - 1) / s = -(s - 1) / s heatmap pixels (0.75
-    at stride 4; HRNet's 1-pixel shift compensates it to +0.25). UDP's unit lengths map
-    [0, W - 1] onto [0, w - 1]: both are exact."""
+    at stride 4; HRNet's 1-pixel shift compensates it to +0.25). Without a shift, the flip
+    test's average of the two is then the known half crop pixel off. UDP's unit lengths
+    map [0, W - 1] onto [0, w - 1]: all of them are exact."""
     from efafnet_jax.data.codec import heatmap_stride
 
     direct, back = _crop_then_mirror_and_mirror_then_crop(udp)
     stride = heatmap_stride(CROP_HW, HEATMAP_HW, udp)[0]
     heatmap_direct = direct / stride
     heatmap_back = HEATMAP_HW[1] - 1 - (CROP_HW[1] - 1 - direct) / stride
+    flip_test_average = (direct + back) / 2
+    np.testing.assert_allclose(flip_test_average - direct, 0.0 if udp else -0.5, atol=1e-6)
     if udp:
         np.testing.assert_allclose(back, direct, atol=1e-6)
         np.testing.assert_allclose(heatmap_back, heatmap_direct, atol=1e-6)

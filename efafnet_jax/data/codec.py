@@ -29,6 +29,20 @@ TARGET_ENCODINGS = ("msra", "unbiased")
 DECODERS = ("quarter_offset", "dark")
 
 
+def target_encoding_for(encoding: str, udp: bool) -> str:
+    """`data.target_encoding` resolved: "" is the geometry's own encoding, HRNet's rounded
+    "msra" for the standard transform and the sub-pixel "unbiased" Gaussian under UDP
+    (UDP's unbiased keypoint format, Huang et al. CVPR 2020 section 3.3; mmpose's
+    UDPHeatmap codec encodes the same way)."""
+    if encoding == "":
+        return "unbiased" if udp else "msra"
+    if encoding not in TARGET_ENCODINGS:
+        raise ValueError(
+            f"data.target_encoding must be '' or one of {TARGET_ENCODINGS}, got {encoding!r}"
+        )
+    return encoding
+
+
 def _truncate(x: np.ndarray) -> np.ndarray:
     """Python int(): toward zero, as the reference rounds."""
     return np.trunc(x).astype(np.int64)

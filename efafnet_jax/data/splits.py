@@ -7,6 +7,7 @@ import os
 import ml_collections
 
 from efafnet_jax.data.coco_format import read_coco_keypoints, read_detections
+from efafnet_jax.data.codec import target_encoding_for
 from efafnet_jax.data.image_store import image_store
 from efafnet_jax.data.keypoints import KNOWN_SPECS, KeypointSpec, spec_from_config
 from efafnet_jax.data.mpii import read_mpii
@@ -28,7 +29,7 @@ def sample_config(data: ml_collections.ConfigDict) -> SampleConfig:
         use_joint_weights=data.use_joint_weights,
         augment=AugmentConfig(**data.augment.to_dict()),
         device_buffer_hw=tuple(data.device_buffer_hw) if data.get("device_augment") else None,
-        target_encoding=data.target_encoding,
+        target_encoding=target_encoding_for(data.target_encoding, data.udp),
         udp=data.udp,
     )
 
