@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
+import tempfile
+
+import pytest
 
 # Multi-device logic is tested on 8 fake CPU devices; set before jax is imported.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
-import pytest
+# One XLA compilation cache for the session, inherited by the train.py, eval.py and
+# predict processes the tests start: they compile the same tiny programs again and again,
+# and XLA's CPU compile is most of their time. No result depends on it: an entry is keyed
+# by the program, its compile options, the XLA flags, the devices and the jax version.
+_SESSION_COMPILE_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _SESSION_COMPILE_CACHE = tempfile.mkdtemp(prefix="efafnet-jax-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_COMPILE_CACHE
+    # Eager model.init compiles hundreds of small programs; cache those too.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SESSION_COMPILE_CACHE:
+        shutil.rmtree(_SESSION_COMPILE_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
