@@ -54,9 +54,7 @@ def _train_args(generated, workdir, *extra: str) -> list[str]:
 
 
 def _env(devices: int, **extra: str) -> dict:
-    # The session's compile cache stays (conftest); no other JAX setting leaks in.
-    kept = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or k in kept}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     env.update(
         JAX_PLATFORMS="cpu",
         JAX_ENABLE_X64="1",
