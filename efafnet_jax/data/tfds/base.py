@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.records import BadRecordError, BadRecordHandler, ReadSummary, image_label
 
+# Shards of about this many image bytes: COCO train2017 (19 GB) becomes ~75 shards.
 DEFAULT_SHARD_BYTES = 256 << 20
 
 Example = dict
@@ -27,18 +28,21 @@ ShardGenerator = Callable[[], Iterator[tuple[int, Example]]]
 
 
 def float64_tensor(*shape: int | None) -> tfds.features.Tensor:
-    # Stored as raw bytes: a tf.train.Example float list is float32, and the JSON's
-    # numbers must survive exactly for the records to match the file reader's.
+    """A float64 feature of `shape`, stored as raw bytes."""
+    # Bytes, because a tf.train.Example float list is float32, and the JSON's numbers
+    # must survive exactly for the records to match the file reader's.
     return tfds.features.Tensor(
         shape=shape, dtype=np.float64, encoding=tfds.features.Encoding.BYTES
     )
 
 
 def float_column(*shape: int | None) -> tfds.features.Tensor:
+    """One float64 value of `shape` per person (or detection) of the image."""
     return float64_tensor(None, *shape)
 
 
 def int_column(*shape: int | None) -> tfds.features.Tensor:
+    """One int64 value of `shape` per person (or detection) of the image."""
     return tfds.features.Tensor(shape=(None, *shape), dtype=np.int64)
 
 
