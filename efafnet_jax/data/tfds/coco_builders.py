@@ -64,13 +64,13 @@ class CocoFormatBuilder(PoseBuilder, skip_registration=True):
 
     def split_examples(self, files: dict[str, str]) -> tuple[list[Example], ReadSummary]:
         ann_file, image_dir = files["annotations"], files["images"]
+        data = load_json(ann_file)
         # The file reader's checks and policy, with its messages; its records are rebuilt
         # at read time, where the crop geometry is known.
         _, summary = read_coco_keypoints(
-            ann_file, image_dir, self.spec, 1.0, on_bad_record=self.on_bad_record
+            ann_file, image_dir, self.spec, 1.0, on_bad_record=self.on_bad_record, content=data
         )
         handler = BadRecordHandler(self.on_bad_record, summary)
-        data = load_json(ann_file)
         images = image_table(data, ann_file)
         path_of = {i: os.path.join(image_dir, image["file_name"]) for i, image in images.items()}
         missing = missing_image_check([(p, i) for i, p in path_of.items()], handler)

@@ -65,9 +65,9 @@ class Mpii(PoseBuilder):
 
     def split_examples(self, files: dict[str, str]) -> tuple[list[Example], ReadSummary]:
         ann_file, image_dir = files["annotations"], files["images"]
-        _, summary = read_mpii(ann_file, image_dir, self.spec, self.on_bad_record)
-        handler = BadRecordHandler(self.on_bad_record, summary)
         entries = load_json(ann_file)
+        _, summary = read_mpii(ann_file, image_dir, self.spec, self.on_bad_record, content=entries)
+        handler = BadRecordHandler(self.on_bad_record, summary)
         head = _gt_valid_columns(files.get("head_boxes"), len(entries), self.spec.num_joints)
         skipped = set(summary.skipped_annotations)
         by_image: dict[str, list[int]] = {}
