@@ -4,39 +4,14 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
-import tempfile
-
-import pytest
 
 # Multi-device logic is tested on 8 fake CPU devices; set before jax is imported.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
-# One XLA compilation cache for the session, inherited by the train.py, eval.py and
-# predict processes the tests start: they compile the same tiny programs again and again,
-# and XLA's CPU compile is most of their time. No result depends on it: an entry is keyed
-# by the program, its compile options, the XLA flags, the devices and the jax version.
-# tests/test_multiprocess.py starts its processes without it: processes sharing it start
-# at different speeds (one reads what another is still compiling), measured 50 s apart
-# with 3 processes, and gloo gives up on a peer that reaches a collective 30 s late.
-_SESSION_COMPILE_CACHE = None
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    _SESSION_COMPILE_CACHE = tempfile.mkdtemp(prefix="efafnet-jax-tests-xla-cache-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_COMPILE_CACHE
-    # Eager model.init compiles hundreds of small programs; cache those too.
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    # A size limit turns on the cache's file lock (jax/_src/lru_cache.py). Without it an
-    # entry is written in place, and a process starting the same program at the same
-    # time (the multi-process tests) can read it half-written.
-    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(16 << 30))
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
-
-
-def pytest_sessionfinish(session, exitstatus):
-    if _SESSION_COMPILE_CACHE:
-        shutil.rmtree(_SESSION_COMPILE_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
