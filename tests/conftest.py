@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
+import shutil
+import tempfile
 
 # Multi-device logic is tested on 8 fake CPU devices; set before jax is imported.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Most tests compare like with like (two runs, two layouts, a float64 reference) on tiny
+# programs, where XLA's optimisation passes are most of the time: without them a tiny
+# EFAFNet's train step compiles in 8.6 s instead of 12-38 s. Inherited by the commands the
+# tests start. Tests whose criteria are about the optimised program (float32 and bfloat16
+# tolerances, HLO checks) are marked `optimized` and compile with every pass.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# One XLA compilation cache per pytest process (each xdist worker has its own), read by
+# that process and by the commands it starts one at a time: the same train step, init and
+# heatmap programs recur across tests (measured: a test with three train_and_evaluate
+# calls, 47 s -> 36 s). Only programs that took 1 s or more to compile are stored; the
+# hundreds of tiny op programs cost more to store than to compile. Never shared between
+# processes that run at once: tests/test_multiprocess.py starts its processes without it
+# (processes reading one cache start at different speeds, and gloo gives up on a peer
+# 30 s late).
+# (xdist workers inherit the controller's environment: the owner's pid tells a cache
+# made here from one a user set.)
+_PROCESS_COMPILE_CACHE = None
+_cache_owner = os.environ.get("EFAFNET_JAX_TEST_CACHE_OWNER")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ or _cache_owner not in (None, str(os.getpid())):
+    _PROCESS_COMPILE_CACHE = tempfile.mkdtemp(prefix="efafnet-jax-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _PROCESS_COMPILE_CACHE
+    os.environ["EFAFNET_JAX_TEST_CACHE_OWNER"] = str(os.getpid())
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _PROCESS_COMPILE_CACHE:
+        shutil.rmtree(_PROCESS_COMPILE_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +97,74 @@ def largest_relative_difference(a, b) -> float:
         scale = max(float(np.max(np.abs(x))), 1e-12)  # no floor above 1e-12
         worst = max(worst, float(np.max(np.abs(x - y))) / scale)
     return worst
+
+
+@pytest.fixture(autouse=True)
+def _xla_optimizations_for_marked_tests(request, monkeypatch):
+    """Tests marked `optimized` (and the commands they start) compile with every XLA pass."""
+    if request.node.get_closest_marker("optimized") is None:
+        yield
+        return
+    import jax
+
+    before = jax.config.jax_disable_most_optimizations
+    monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "0")
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedTiny:
+    """A tiny EFAFNet (configs/tiny.py:efafnet,64x64, float32) trained a few steps on a
+    generated dataset: what predict, eval, export and to_torch tests start from."""
+
+    spec: str  # the --config argument that rebuilds `config`
+    config: object  # ml_collections.ConfigDict with the data paths filled in
+    workdir: pathlib.Path
+    checkpoint: str  # the latest step folder
+    data_root: pathlib.Path
+    paths: dict  # generate()'s: train, val, detections annotation files
+
+    def data_flags(self) -> list[str]:
+        """The --config.data.* flags that point a command at this dataset (GT val boxes)."""
+        images = self.data_root / "images"
+        return [
+            f"--config.data.train_ann={self.paths['train']}",
+            f"--config.data.train_images={images / 'train'}",
+            f"--config.data.val_ann={self.paths['val']}",
+            f"--config.data.val_images={images / 'val'}",
+            "--config.data.val_detections=",
+        ]
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory) -> TrainedTiny:
+    """One trained tiny checkpoint per test session (per xdist worker), trained in-process:
+    2 epochs of 19 persons at batch 8 (4 steps) on the session's 8 devices."""
+    from efafnet_jax.data.synthetic import generate
+    from efafnet_jax.train.loop import train_and_evaluate
+    from efafnet_jax.weights import latest_checkpoint
+
+    root = tmp_path_factory.mktemp("trained_tiny")
+    paths = generate(str(root / "data"), train=8, val=5, seed=3)
+    spec = "configs/tiny.py:efafnet,64x64"
+    config = load_test_config(str(REPO / spec))
+    d, t = config.data, config.train
+    d.train_ann, d.train_images = paths["train"], str(root / "data" / "images" / "train")
+    d.val_ann, d.val_images = paths["val"], str(root / "data" / "images" / "val")
+    d.val_detections = ""
+    t.batch_size, t.epochs, t.workers, t.eval_every_epochs = 8, 2.0, 0, 0
+    config.eval.batch_size, config.eval.workers = 8, 0
+    workdir = root / "run"
+    train_and_evaluate(config, str(workdir))
+    return TrainedTiny(
+        spec=spec,
+        config=config,
+        workdir=workdir,
+        checkpoint=latest_checkpoint(str(workdir)),
+        data_root=root / "data",
+        paths=paths,
+    )

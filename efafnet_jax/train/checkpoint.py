@@ -34,11 +34,30 @@ def state_tree(state: TrainState) -> dict:
     return {name: getattr(state, name) for name in STATE_FIELDS}
 
 
+def write_replicated_arrays_whole_on_cpu() -> None:
+    """On the CPU backend, orbax writes each replicated array whole from its first replica.
+
+    orbax's default (replica-parallel writes, off on GPU by orbax itself) slices every
+    replicated array among its replicas, one slice program per distinct shape. CPU
+    replicas share the host's memory, so the slices buy nothing: for the tiny model on 8
+    CPU devices the first save compiled 840 slice programs in 9.7 s and took 10.8 s;
+    written whole it takes under 1 s. TPU and GPU keep orbax's choice.
+    """
+    if jax.default_backend() != "cpu":
+        return
+    from orbax.checkpoint._src.serialization.jax_array_handlers import ArrayHandler
+
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ArrayHandler(use_replica_parallel=False), override=True
+    )
+
+
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
     """Keeps the last `keep` checkpoints under <workdir>/checkpoints/<step>/state.
 
     Every process must call its saves and restores: they are collective.
     """
+    write_replicated_arrays_whole_on_cpu()
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     return ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
@@ -97,6 +116,7 @@ def save_best(workdir: str, state: TrainState) -> None:
 
     An orbax save is collective: every process must call it, with the same state.
     """
+    write_replicated_arrays_whole_on_cpu()
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(
         os.path.abspath(os.path.join(workdir, BEST_DIR)), state_tree(state), force=True

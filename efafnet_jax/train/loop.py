@@ -34,6 +34,7 @@ from efafnet_jax.data.splits import (
 from efafnet_jax.distributed import maybe_initialize
 from efafnet_jax.evaluation.evaluator import Evaluator
 from efafnet_jax.models import create_model
+from efafnet_jax.models.summary import abstract_variables
 from efafnet_jax.sharding import data_mesh, global_batch, prefetched, replicated
 from efafnet_jax.train import checkpoint
 from efafnet_jax.train.metrics_log import MetricsLog, validation_score
@@ -166,13 +167,22 @@ def training_program(
     epoch_steps: int,
     variables: dict,
 ) -> tuple[TrainState, Callable, tuple[str, ...]]:
-    """(initial state on `mesh`, jitted step, the batch keys the step takes) for `config`."""
+    """(initial state on `mesh`, jitted step, the batch keys the step takes) for `config`.
+
+    `variables` may be abstract (jax.ShapeDtypeStruct leaves, for a run that restores a
+    checkpoint into it): the state is then abstract too, with the mesh's sharding.
+    """
     train, samples = config.train, sample_config(config.data)
     schedule = learning_rate_schedule(train, epoch_steps, train.batch_size)
     state_sharding = replicated(mesh)
-    state = jax.device_put(
-        TrainState.create(variables, make_optimizer(train, schedule)), state_sharding
-    )
+    optimizer = make_optimizer(train, schedule)
+    if all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves(variables)):
+        state = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=state_sharding),
+            jax.eval_shape(lambda v: TrainState.create(v, optimizer), variables),
+        )
+    else:
+        state = jax.device_put(TrainState.create(variables, optimizer), state_sharding)
     prepare, keys = None, BATCH_KEYS
     if samples.device_buffer_hw is not None:
         weights = spec.joint_weights if samples.use_joint_weights else None
@@ -236,10 +246,14 @@ def train_and_evaluate(
     if epoch_steps == 0:
         raise ValueError(f"{len(records)} training persons are fewer than one batch")
     total_steps = int(train.epochs * epoch_steps)
-    variables = initial or initial_variables(model, config, config.seed)
-    state, step_fn, keys = training_program(config, model, mesh, spec, epoch_steps, variables)
     ckpt = checkpoint.manager(workdir, train.keep_checkpoints)
-    if ckpt.latest_step() is not None:
+    resuming = ckpt.latest_step() is not None
+    if resuming:  # the checkpoint replaces every variable: shapes suffice, nothing is initialised
+        variables = abstract_variables(model, tuple(config.data.crop_hw))
+    else:
+        variables = initial or initial_variables(model, config, config.seed)
+    state, step_fn, keys = training_program(config, model, mesh, spec, epoch_steps, variables)
+    if resuming:
         state = checkpoint.restore_latest(ckpt, state)
         logging.info("resumed from step %d", int(state.step))
     start_step = int(state.step)
