@@ -17,3 +17,22 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def test_readme_test_command_pins_cpu_torch():
     assert "pip install torch==2.13.0 &&" in _command_after("Tests (")
+
+
+def test_the_test_command_runs_every_test():
+    """The pytest runs of the test command select complementary halves of the suite (the
+    xdist run and the multi-process run): no test is deselected, none skipped by -k."""
+    import shlex
+
+    runs = [
+        shlex.split(part.strip())[3:]  # the arguments after `python -m pytest`
+        for part in _command_after("Tests (").split("&&")
+        if part.strip().startswith("python -m pytest")
+    ]
+    assert len(runs) == 2, runs
+    selections = []
+    for args in runs:
+        assert not any(a.startswith(("-k", "--deselect", "--ignore", "-x")) for a in args), args
+        assert "--durations=25" in args, args
+        selections.append(args[args.index("-m") + 1])
+    assert sorted(selections) == ["multiprocess", "not multiprocess"], selections
