@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
 import shutil
 import tempfile
+
+import pytest  # imports no jax: the environment below is still set before jax is imported
 
 # Multi-device logic is tested on 8 fake CPU devices; set before jax is imported.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -33,8 +36,6 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ or _cache_owner not in (None, s
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _PROCESS_COMPILE_CACHE
     os.environ["EFAFNET_JAX_TEST_CACHE_OWNER"] = str(os.getpid())
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
-
-import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -99,21 +100,29 @@ def largest_relative_difference(a, b) -> float:
     return worst
 
 
+@contextlib.contextmanager
+def every_xla_pass():
+    """Programs compiled inside compile with every XLA pass, as production compiles them
+    (for module fixtures, which set up before the `optimized` marker's fixture runs)."""
+    import jax
+
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+
+
 @pytest.fixture(autouse=True)
 def _xla_optimizations_for_marked_tests(request, monkeypatch):
     """Tests marked `optimized` (and the commands they start) compile with every XLA pass."""
     if request.node.get_closest_marker("optimized") is None:
         yield
         return
-    import jax
-
-    before = jax.config.jax_disable_most_optimizations
     monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "0")
-    jax.config.update("jax_disable_most_optimizations", False)
-    try:
+    with every_xla_pass():
         yield
-    finally:
-        jax.config.update("jax_disable_most_optimizations", before)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """DARK decoding and unbiased targets (README "Codecs") against hand-derived cases."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -144,6 +145,46 @@ def _crop_then_mirror_and_mirror_then_crop(udp: bool):
     return direct[:, 0], CROP_HW[1] - 1 - via_mirror
 
 
+class CropReader:
+    """A stand-in model that reads its heatmaps off the crop, so that nothing of a network
+    is compiled: heatmap pixel (x, y) of channel k is crop channel k % 3 at crop point
+    (x, y) * stride, linearly interpolated, / 255. Given a geometry's stride (crop pixels
+    per heatmap pixel, x and y) it is that geometry's perfect model: a spot drawn at crop
+    point p peaks at heatmap point p / stride."""
+
+    heatmap_activation = "identity"
+
+    def __init__(self, stride, heatmap_hw: tuple[int, int], num_joints: int):
+        self.stride, self.heatmap_hw, self.num_joints = stride, heatmap_hw, num_joints
+
+    def apply(self, variables, crops, train):
+        del variables, train
+        images = jnp.asarray(crops).astype(jnp.float32) / 255
+        rows = _sample_along(images, 1, self.heatmap_hw[0], self.stride[1])
+        heatmaps = _sample_along(rows, 2, self.heatmap_hw[1], self.stride[0])
+        return heatmaps[..., np.arange(self.num_joints) % 3]
+
+
+def _sample_along(images, axis: int, size: int, stride: float):
+    """`images` at positions 0, stride, ..., (size - 1) stride of `axis`, linearly."""
+    position = jnp.arange(size) * stride
+    low = jnp.clip(jnp.floor(position).astype(jnp.int32), 0, images.shape[axis] - 1)
+    high = jnp.minimum(low + 1, images.shape[axis] - 1)
+    weight = jnp.expand_dims(position - low, [d for d in range(images.ndim) if d != axis])
+    return jnp.take(images, low, axis) * (1 - weight) + jnp.take(images, high, axis) * weight
+
+
+# Crop points (x, y) of three spots, well inside the crop.
+SPOTS = np.array([[60, 100], [97, 31], [130, 200]])
+
+
+def _spots(points: np.ndarray) -> np.ndarray:
+    """A [1, H, W, 3] uint8 crop with a Gaussian spot (sigma 6 px) per channel at `points`."""
+    y, x = np.mgrid[0 : CROP_HW[0], 0 : CROP_HW[1]]
+    spots = [np.exp(-((x - px) ** 2 + (y - py) ** 2) / (2 * 6.0**2)) for px, py in points]
+    return np.round(255 * np.stack(spots, axis=-1))[None].astype(np.uint8)
+
+
 @pytest.mark.parametrize("udp", [True, False], ids=["udp", "standard"])
 def test_udp_flip_of_a_crop_and_back_is_the_identity(udp):
     """Hand-derived: HRNet's transform maps the box centre to crop x = W/2, so a mirrored
@@ -151,21 +192,36 @@ def test_udp_flip_of_a_crop_and_back_is_the_identity(udp):
     and back the flip moves x by w - 1 - (W - 1) / s = -(s - 1) / s heatmap pixels (0.75
     at stride 4; HRNet's 1-pixel shift compensates it to +0.25). Without a shift, the flip
     test's average of the two is then the known half crop pixel off. UDP's unit lengths
-    map [0, W - 1] onto [0, w - 1]: all of them are exact."""
-    from efafnet_jax.data.codec import heatmap_stride
+    map [0, W - 1] onto [0, w - 1]: all of them are exact. The heatmap part runs through
+    the flip test itself (`heatmap_function`: the mirrored crop, `flip_back`, the shift
+    and the average) on the geometry's perfect model."""
+    from efafnet_jax.data.codec import flip_test_shift, heatmap_stride
+    from efafnet_jax.data.keypoints import KeypointSpec
+    from efafnet_jax.evaluation.heatmaps import heatmap_function
 
     direct, back = _crop_then_mirror_and_mirror_then_crop(udp)
-    stride = heatmap_stride(CROP_HW, HEATMAP_HW, udp)[0]
-    heatmap_direct = direct / stride
-    heatmap_back = HEATMAP_HW[1] - 1 - (CROP_HW[1] - 1 - direct) / stride
-    flip_test_average = (direct + back) / 2
-    np.testing.assert_allclose(flip_test_average - direct, 0.0 if udp else -0.5, atol=1e-6)
+    np.testing.assert_allclose((direct + back) / 2 - direct, 0.0 if udp else -0.5, atol=1e-6)
+    np.testing.assert_allclose(back - direct, 0.0 if udp else -1.0, atol=1e-6)
+
+    stride = heatmap_stride(CROP_HW, HEATMAP_HW, udp)
+    model = CropReader(stride, HEATMAP_HW, num_joints=3)
+    spec = KeypointSpec("spots", ("a", "b", "c"), (), (0.1,) * 3, (), ())
+    crop = _spots(SPOTS)
+
+    def flipped_and_back(shift: bool) -> np.ndarray:
+        """The flip test's mirrored heatmaps mapped back: 2 x its average - the direct ones."""
+        average = heatmap_function(model, spec, SIGMA, True, shift)({}, crop)
+        return np.asarray(2 * average - model.apply({}, crop, train=False))
+
+    shifted = flipped_and_back(flip_test_shift(True, udp))
     if udp:
-        np.testing.assert_allclose(back, direct, atol=1e-6)
-        np.testing.assert_allclose(heatmap_back, heatmap_direct, atol=1e-6)
+        np.testing.assert_allclose(shifted, model.apply({}, crop, train=False), atol=1e-5)
     else:
-        np.testing.assert_allclose(back - direct, -1.0, atol=1e-6)
-        np.testing.assert_allclose(heatmap_back - heatmap_direct, -(stride - 1) / stride, atol=1e-6)
+        # HRNet's shift: +1 crop pixel (+0.25 heatmap pixels); none: -(s - 1) (-0.75).
+        right = model.apply({}, _spots(SPOTS + [1, 0]), train=False)
+        np.testing.assert_allclose(shifted, right, atol=1e-6)
+        left = model.apply({}, _spots(SPOTS - [stride[0] - 1, 0]), train=False)
+        np.testing.assert_allclose(flipped_and_back(False), left, atol=1e-6)
 
 
 @pytest.mark.parametrize("encoding", ["msra", "unbiased"])
@@ -195,8 +251,9 @@ def test_the_flip_test_shift_is_off_under_udp():
 
 def test_evaluation_predict_and_export_follow_the_codec_settings(monkeypatch):
     """eval.decoder and data.udp reach every path that crops, flips or decodes: the
-    evaluator (eval.py and the periodic validation), the predictor and export."""
-    import jax
+    evaluator (eval.py and the periodic validation), the predictor and export. Each path's
+    decoding and flip are watched on their own; the model reads its heatmaps off the
+    crops (`CropReader`), so a flip shifted where it must not be changes them."""
     from conftest import CONFIG_DIR, DATA_DIR, load_test_config
 
     from efafnet_jax.data import codec
@@ -205,43 +262,55 @@ def test_evaluation_predict_and_export_follow_the_codec_settings(monkeypatch):
     from efafnet_jax.evaluation import heatmaps as heatmaps_module
     from efafnet_jax.inference import export as export_module
     from efafnet_jax.inference import predictor as predictor_module
-    from efafnet_jax.models import create_model
-    from efafnet_jax.models.summary import abstract_variables
 
     config = load_test_config(f"{CONFIG_DIR / 'tiny.py'}:efafnet,64x64")
     coco = DATA_DIR / "coco"
     d = config.data
     d.val_ann, d.val_images, d.val_detections = str(coco / "test_coco.json"), str(coco), ""
     d.udp, config.eval.decoder, config.eval.batch_size, config.eval.workers = True, "dark", 8, 0
-    decoded, shifts = [], []
+    paths = {"evaluator": evaluator_module, "predictor": predictor_module}
+    decoded = {name: [] for name in paths}  # (settings, decoded coordinates) per call
+    shifts = {name: [] for name in (*paths, "export")}
 
-    def spy_decode(heatmaps, centers, scales, *settings):
-        decoded.append(settings)
-        return codec.decode(heatmaps, centers, scales, *settings)
+    def watch_decode(name):
+        def spy(heatmaps, centers, scales, *settings):
+            coords, scores = codec.decode(heatmaps, centers, scales, *settings)
+            decoded[name].append((settings, coords))
+            return coords, scores
 
-    def spy_heatmaps(model, spec, sigma, flip_test, shift, *mesh):
-        shifts.append(shift)
-        return make(model, spec, sigma, flip_test, shift, *mesh)
+        return spy
 
-    for module in (evaluator_module, predictor_module):
-        monkeypatch.setattr(module, "decode", spy_decode)
-    make = heatmaps_module.make_heatmap_fn
-    monkeypatch.setattr(evaluator_module, "make_heatmap_fn", spy_heatmaps)
-    monkeypatch.setattr(predictor_module, "make_heatmap_fn", spy_heatmaps)
-    model = create_model(config.model)
-    shapes = abstract_variables(model, tuple(d.crop_hw))
-    variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    def watch_flip(name, make):
+        def spy(model, spec, sigma, flip_test, shift, *mesh):
+            shifts[name].append(shift)
+            return make(model, spec, sigma, flip_test, shift, *mesh)
+
+        return spy
+
+    for name, module in paths.items():
+        monkeypatch.setattr(module, "decode", watch_decode(name))
+        monkeypatch.setattr(module, "make_heatmap_fn", watch_flip(name, module.make_heatmap_fn))
+    heatmaps_of = watch_flip("export", heatmaps_module.heatmap_function)
+    monkeypatch.setattr(export_module, "heatmap_function", heatmaps_of)
+    model = CropReader((4, 4), tuple(d.heatmap_hw), num_joints=17)
+    monkeypatch.setattr(export_module, "create_model", lambda model_config: model)
 
     evaluator = evaluator_module.Evaluator(config)
-    evaluator.predict(model, variables, progress=False)
-    predictor = predictor_module.PosePredictor(model, variables, config, evaluator.spec)
-    predictor(read_image(str(coco / "000000040083.jpg"), 40083), [[100, 80, 120, 240, 1.0]])
-    assert decoded and all(s == (True, "dark", d.sigma, True) for s in decoded)
-    assert shifts == [False, False]  # UDP's flip needs no shift
-    monkeypatch.setattr(export_module, "heatmap_function", lambda *a: shifts.append(a[4]))
-    with pytest.raises(TypeError):  # the spy returns no function: only the settings matter
-        export_module.export_inference(config, variables)
-    assert shifts[-1] is False
+    keypoints = evaluator.predict(model, {}, progress=False)
+    predictor = predictor_module.PosePredictor(model, {}, config, evaluator.spec, batch_size=8)
+    image = read_image(str(coco / "000000196141.jpg"), 196141)  # in colour: the flip's
+    poses = predictor(image, [[100, 80, 120, 240, 1]])  # left/right swap changes the maps
+    exported = export_module.export_inference(config, {})
+    assert shifts == {"evaluator": [False], "predictor": [False], "export": [False]}  # UDP's
+    for name in paths:
+        assert decoded[name] and all(s == (True, "dark", d.sigma, True) for s, _ in decoded[name])
+    # Each path answers with what it decoded, not with coordinates of its own.
+    evaluated = np.concatenate([coords for _, coords in decoded["evaluator"]])
+    np.testing.assert_array_equal(keypoints[..., :2], evaluated[: len(keypoints)])
+    ((_, predicted),) = decoded["predictor"]
+    np.testing.assert_array_equal(poses.keypoints[..., :2], predicted)
+    # The exported function flips as the predictor does.
+    np.testing.assert_allclose(exported.call(poses.crops), poses.heatmaps, atol=1e-6)
 
 
 @pytest.mark.parametrize("udp", [False, True], ids=["standard", "udp"])

@@ -4,7 +4,7 @@ import cv2
 import jax
 import numpy as np
 import pytest
-from conftest import DATA_DIR, load_test_config
+from conftest import DATA_DIR
 
 from efafnet_jax.data.coco_format import read_coco_keypoints
 from efafnet_jax.data.codec import encode, encode_on_device
@@ -98,23 +98,20 @@ def test_warp_with_an_identity_matrix_copies_and_zero_pads():
     assert not crops[0, 5:].any() and not crops[0, :, 3:].any()
 
 
-def test_training_with_device_augmentation_follows_the_host_path(tmp_path):
+@pytest.mark.slow
+def test_training_with_device_augmentation_follows_the_host_path(tmp_path, trained_tiny):
+    """trained_tiny's run again, logging every step, on the host path and on the device:
+    the host path's programs are trained_tiny's, so only the device path's step compiles
+    here (one XLA compilation cache per test process)."""
     import json
 
-    from conftest import CONFIG_DIR
-
-    from efafnet_jax.data.synthetic import generate
     from efafnet_jax.train.loop import train_and_evaluate
 
-    paths = generate(str(tmp_path / "data"), train=8, val=1, seed=4)
     losses = {}
     for on_device in (False, True):
-        config = load_test_config(f"{CONFIG_DIR / 'tiny.py'}:efafnet,64x64")
-        d, t = config.data, config.train
-        d.train_ann, d.train_images = paths["train"], str(tmp_path / "data" / "images" / "train")
-        d.val_ann = ""
-        d.device_augment, d.device_buffer_hw = on_device, (320, 320)
-        t.batch_size, t.epochs, t.workers, t.log_every_steps, t.eval_every_epochs = 8, 2, 0, 1, 0
+        config = trained_tiny.config.copy_and_resolve_references()
+        config.data.device_augment, config.data.device_buffer_hw = on_device, (320, 320)
+        config.train.log_every_steps = 1
         workdir = tmp_path / f"run_{on_device}"
         train_and_evaluate(config, str(workdir))
         lines = [json.loads(x) for x in open(workdir / "metrics.jsonl")]

@@ -1,7 +1,7 @@
 """Keypoint AP equals the reference evaluators on stored cases: CrowdPose against
 xtcocotools' keypoints_crowd, COCO against pycocotools. The cases and the reference numbers
 are in tests/data/metric_parity/cases.json, written by benchmarks/crowdpose_evaluator_check.py
-(its README says how to regenerate them)."""
+with the reference libraries (tests/data/metric_parity/README.md says how to regenerate it)."""
 
 import contextlib
 import copy
