@@ -148,7 +148,8 @@ def program_facts(lowered_text: str, compiled_text: str) -> dict:
     all_reduces = [
         line
         for line in compiled_text.splitlines()
-        if re.search(r"= .*? all-reduce(-start)?\(", line)
+        # The substring test first: the lazy regex alone takes 15 s on R50's longest lines.
+        if " all-reduce" in line and re.search(r"= .*? all-reduce(-start)?\(", line)
     ]
     reduced_shapes = collections.Counter()
     for line in all_reduces:
