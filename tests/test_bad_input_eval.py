@@ -35,19 +35,31 @@ def _copy_corpus(root):
     return root
 
 
-def _answers(config, policy: str) -> tuple[dict, dict]:
+@pytest.fixture(scope="module")
+def variables(trained_tiny):
+    """trained_tiny's weights in float64 (the model of `_eval_config`)."""
+    import jax
+    import jax.numpy as jnp
+
+    from efafnet_jax.weights import restore_variables
+
+    with jax.enable_x64(True):
+        return jax.tree_util.tree_map(
+            lambda x: jnp.asarray(x, jnp.float64), restore_variables(trained_tiny.checkpoint)
+        )
+
+
+def _answers(config, policy: str, variables: dict) -> tuple[dict, dict]:
     """(metrics, {(image id, annotation id or box): keypoints}) of an evaluation."""
     import jax
 
     from efafnet_jax.evaluation.evaluator import Evaluator
     from efafnet_jax.models import create_model
-    from efafnet_jax.weights import initial_variables
 
     config.data.on_bad_record = policy
     with jax.enable_x64(True):
-        model = create_model(config.model)
         evaluator = Evaluator(config)
-        metrics, keypoints = evaluator.run(model, initial_variables(model, config, 0))
+        metrics, keypoints = evaluator.run(create_model(config.model), variables)
     by_person = {
         (r.image_id, r.annotation_id, tuple(np.round(r.box, 3))): keypoints[i]
         for i, r in enumerate(evaluator.records)
@@ -57,9 +69,9 @@ def _answers(config, policy: str) -> tuple[dict, dict]:
 
 
 @pytest.fixture(scope="module")
-def clean_gt_run(tmp_path_factory):
+def clean_gt_run(tmp_path_factory, variables):
     root = _copy_corpus(tmp_path_factory.mktemp("clean") / "coco")
-    return _answers(_eval_config(root), "raise")
+    return _answers(_eval_config(root), "raise", variables)
 
 
 def _break_gt_corpus(root) -> None:
@@ -77,11 +89,11 @@ def _break_gt_corpus(root) -> None:
 
 
 def test_eval_skips_and_counts_bad_inputs_and_keeps_every_valid_answer(
-    tmp_path, clean_gt_run, caplog
+    tmp_path, clean_gt_run, variables, caplog
 ):
     root = _copy_corpus(tmp_path / "coco")
     _break_gt_corpus(root)
-    metrics, answers = _answers(_eval_config(root), "skip")
+    metrics, answers = _answers(_eval_config(root), "skip", variables)
     messages = caplog.text
     assert "000000000785.jpg (image id 785) is empty (0 bytes)" in messages
     assert (
@@ -106,7 +118,7 @@ def test_eval_skips_and_counts_bad_inputs_and_keeps_every_valid_answer(
         ("test_coco.json", r"annotation id 460541 \(image id 196141\): field 'keypoints'"),
     ],
 )
-def test_eval_stops_at_the_first_bad_input_and_names_it(tmp_path, image, message):
+def test_eval_stops_at_the_first_bad_input_and_names_it(tmp_path, variables, image, message):
     import shutil
 
     broken = _copy_corpus(tmp_path / "broken")
@@ -114,15 +126,16 @@ def test_eval_stops_at_the_first_bad_input_and_names_it(tmp_path, image, message
     root = _copy_corpus(tmp_path / "coco")
     shutil.copy(broken / image, root / image)  # this one bad input alone
     with pytest.raises(BadRecordError, match=message):
-        _answers(_eval_config(root), "raise")
+        _answers(_eval_config(root), "raise", variables)
 
 
-def test_degenerate_and_bad_detections_are_skipped_with_a_warning(tmp_path, caplog):
+def test_degenerate_and_bad_detections_are_skipped_with_a_warning(tmp_path, variables, caplog):
     root = _copy_corpus(tmp_path / "coco")
-    detections = json.loads((root / "test_coco_det_AP_H_56.json").read_text())
+    # One eval batch of detections (unoptimised, inference costs about 0.1 s a crop).
+    detections = json.loads((root / "test_coco_det_AP_H_56.json").read_text())[:8]
     clean_file = root / "clean_dets.json"
     clean_file.write_text(json.dumps(detections))
-    _, clean = _answers(_eval_config(root, str(clean_file)), "raise")
+    _, clean = _answers(_eval_config(root, str(clean_file)), "raise", variables)
     bad = [
         dict(detections[0], bbox=[10, 10, 0, 50]),  # no area
         dict(detections[0], bbox=[10, 10, -5, 50]),  # negative width
@@ -131,7 +144,7 @@ def test_degenerate_and_bad_detections_are_skipped_with_a_warning(tmp_path, capl
     ]
     bad_file = root / "dets.json"
     bad_file.write_text(json.dumps(detections + bad))
-    metrics, answers = _answers(_eval_config(root, str(bad_file)), "skip")
+    metrics, answers = _answers(_eval_config(root, str(bad_file)), "skip", variables)
     n = len(detections)
     assert f"dets.json: detection {n} (image id {detections[0]['image_id']})" in caplog.text
     assert f"detection {n + 1} " in caplog.text and "has no area (width -5" in caplog.text
@@ -142,7 +155,7 @@ def test_degenerate_and_bad_detections_are_skipped_with_a_warning(tmp_path, capl
     for person, keypoints in answers.items():
         np.testing.assert_array_equal(keypoints, clean[person], err_msg=str(person))
     with pytest.raises(BadRecordError, match=f"detection {n + 3} .* field 'bbox'"):
-        _answers(_eval_config(root, str(bad_file)), "raise")
+        _answers(_eval_config(root, str(bad_file)), "raise", variables)
 
 
 @pytest.mark.parametrize("policy", ["raise", "skip"])
@@ -219,8 +232,9 @@ def test_crowdpose_gt_without_what_its_metric_needs_stops_before_inference(tmp_p
         metric_ground_truth(config.data, COCO, None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["raise", "skip"])
-def test_eval_py_reports_bad_input_by_name_under_both_policies(tmp_path, policy):
+def test_eval_py_reports_bad_input_by_name_under_both_policies(tmp_path, trained_tiny, policy):
     import subprocess
     import sys
 
@@ -233,7 +247,9 @@ def test_eval_py_reports_bad_input_by_name_under_both_policies(tmp_path, policy)
             sys.executable,
             "eval.py",
             "--config",
-            "configs/tiny.py:efafnet,64x64",
+            trained_tiny.spec,
+            "--checkpoint",
+            trained_tiny.checkpoint,
             f"--config.data.val_ann={root / 'test_coco.json'}",
             f"--config.data.val_images={root}",
             "--config.data.val_detections=",

@@ -99,6 +99,7 @@ def test_first_over_tolerance_counts_nan_as_over():
     assert first_over_tolerance(errors, 1e-4) == "b"
 
 
+@pytest.mark.slow  # a command
 def test_compare_command_per_layer_json():
     result = run_json_command(
         "efafnet_jax.interop.compare",

@@ -172,25 +172,30 @@ def test_crowdpose_metrics_have_the_crowd_levels(tmp_path):
     assert metrics["AP"] == pytest.approx(1.0)
 
 
-def test_sharded_inference_on_8_devices_equals_one_device():
+@pytest.mark.slow  # two float64 compiles; the fast tier evaluates on 8 devices below
+def test_sharded_inference_on_8_devices_equals_one_device(trained_tiny):
     """float64, so that the 8-device and one-device heatmaps agree to rounding and the
     decoded keypoints (argmax, quarter offset, scores) must be identical."""
     assert jax.device_count() == 8, "tests run with 8 fake CPU devices (tests/conftest.py)"
-    config = load_test_config(f"{CONFIG_DIR / 'tiny.py'}:efafnet,64x64")
-    images = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
-    centers = np.random.default_rng(1).uniform(20, 40, (16, 2))
-    scales = np.full((16, 2), 0.32)
+    from efafnet_jax.weights import restore_variables
+
+    config = trained_tiny.config.copy_and_resolve_references()
+    images = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    centers = np.random.default_rng(1).uniform(20, 40, (8, 2))
+    scales = np.full((8, 2), 0.32)
     outputs = []
     with jax.enable_x64(True):
         config.model.dtype = config.model.param_dtype = "float64"
         model = create_model(config.model)
-        variables = model.init(jax.random.key(0), jnp.asarray(images[:1]))
+        variables = jax.tree_util.tree_map(
+            lambda x: jnp.asarray(x, jnp.float64), restore_variables(trained_tiny.checkpoint)
+        )
         for devices in (jax.devices(), jax.devices()[:1]):
             mesh = data_mesh(devices)
             fn = make_heatmap_fn(model, COCO, 2.0, True, True, mesh)
             outputs.append(local_rows(fn(variables, global_batch(mesh, images))))
     sharded, single = outputs
-    assert sharded.dtype == np.float64 and sharded.shape == single.shape == (16, 16, 16, 17)
+    assert sharded.dtype == np.float64 and sharded.shape == single.shape == (8, 16, 16, 17)
     assert np.abs(sharded - single).max() <= 1e-12 * np.abs(single).max()
     # Decoding runs in float32 (as the reference's); identical inputs decode identically.
     coords_sharded, scores_sharded = decode(sharded.astype(np.float32), centers, scales)
@@ -199,54 +204,44 @@ def test_sharded_inference_on_8_devices_equals_one_device():
     np.testing.assert_allclose(scores_sharded, scores_single, rtol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def spatial_softmax_run(tmp_path_factory):
-    """A tiny model trained 2 steps with the spatial-softmax loss; its config and workdir."""
-    from efafnet_jax.data.synthetic import generate
-    from efafnet_jax.train.loop import train_and_evaluate
+def _one_batch_evaluator(config) -> Evaluator:
+    """An evaluator of the first eval batch of `config`'s persons (unoptimised, the tiny
+    model's inference costs about 0.1 s a crop)."""
+    from efafnet_jax.data.splits import read_split
 
-    root = tmp_path_factory.mktemp("softmax")
-    paths = generate(str(root / "data"), train=8, val=2, seed=3)
-    config = load_test_config(f"{CONFIG_DIR / 'tiny.py'}:efafnet,64x64")
-    d, t = config.data, config.train
-    d.train_ann, d.train_images = paths["train"], str(root / "data" / "images" / "train")
-    d.val_ann, d.val_images = paths["val"], str(root / "data" / "images" / "val")
-    d.val_detections = ""
-    t.batch_size, t.epochs, t.workers, t.eval_every_epochs = 8, 2.0, 0, 0
-    t.loss, config.model.heatmap_activation = "spatial_softmax", "spatial_softmax"
-    config.eval.batch_size = 8
-    train_and_evaluate(config, str(root / "run"))
-    return config, str(root / "run")
+    records, _, spec = read_split(config.data, "val")
+    return Evaluator(config, records[: config.eval.batch_size], spec)
 
 
-def test_decoding_reads_the_activation_from_the_model_not_the_training_loss(
-    spatial_softmax_run,
-):
-    from efafnet_jax.weights import latest_checkpoint, restore_variables
+def test_decoding_reads_the_activation_from_the_model_not_the_training_loss(trained_tiny):
+    """Any weights serve: the outputs are read as the model's activation says whatever
+    loss trained them (trained_tiny's are trained with the MSE loss on raw heatmaps)."""
+    from efafnet_jax.weights import restore_variables
 
-    trained_with, workdir = spatial_softmax_run
-    variables = restore_variables(latest_checkpoint(workdir))
+    variables = restore_variables(trained_tiny.checkpoint)
 
     def keypoints(config):
-        return Evaluator(config).predict(create_model(config.model), variables, progress=False)
+        evaluator = _one_batch_evaluator(config)
+        return evaluator.predict(create_model(config.model), variables, progress=False)
 
-    mse_config = trained_with.copy_and_resolve_references()
+    softmax_config = trained_tiny.config.copy_and_resolve_references()
+    softmax_config.train.loss = "spatial_softmax"
+    softmax_config.model.heatmap_activation = "spatial_softmax"
+    mse_config = softmax_config.copy_and_resolve_references()
     mse_config.train.loss = "mse"
-    expected = keypoints(trained_with)
+    expected = keypoints(softmax_config)
     np.testing.assert_array_equal(keypoints(mse_config), expected)
     # The control: read as raw heatmaps, the same outputs give other keypoint scores.
-    identity_config = trained_with.copy_and_resolve_references()
-    identity_config.model.heatmap_activation = "identity"
-    assert np.abs(keypoints(identity_config)[..., 2] - expected[..., 2]).max() > 0.01
+    assert np.abs(keypoints(trained_tiny.config)[..., 2] - expected[..., 2]).max() > 0.01
 
 
-def test_periodic_validations_compile_the_heatmap_function_once(spatial_softmax_run):
-    from efafnet_jax.weights import latest_checkpoint, restore_variables
+def test_periodic_validations_compile_the_heatmap_function_once(trained_tiny):
+    from efafnet_jax.weights import restore_variables
 
-    config, workdir = spatial_softmax_run
-    evaluator = Evaluator(config)
+    config = trained_tiny.config
+    evaluator = _one_batch_evaluator(config)
     model = create_model(config.model)
-    variables = restore_variables(latest_checkpoint(workdir))
+    variables = restore_variables(trained_tiny.checkpoint)
     first = evaluator.predict(model, variables, progress=False)
     second = evaluator.predict(model, variables, progress=False)
     np.testing.assert_array_equal(first, second)
@@ -263,11 +258,14 @@ def test_a_loss_that_does_not_fit_the_model_activation_is_refused():
     check_loss_fits_model("ohkm", "identity")
 
 
-def test_eval_command_on_the_coco_sample(tmp_path):
+@pytest.mark.slow
+def test_eval_command_on_the_coco_sample(tmp_path, trained_tiny):
     metrics = run_json_command(
         "eval",
         "--config",
-        "configs/tiny.py:sbn,128x96",
+        trained_tiny.spec,
+        "--checkpoint",
+        trained_tiny.checkpoint,
         f"--config.data.val_ann={COCO_DIR / 'test_coco.json'}",
         f"--config.data.val_images={COCO_DIR}",
         "--config.data.val_detections=",

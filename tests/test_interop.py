@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import CONFIG_DIR, load_test_config, run_json_command
 
-from efafnet_jax.config import VARIANTS
 from efafnet_jax.models import create_model
+from efafnet_jax.models.summary import abstract_variables
 
 torch = pytest.importorskip("torch", reason="the torch extra is not installed")
 
@@ -25,14 +25,29 @@ def _tiny(spec):
     return load_test_config(f"{CONFIG_DIR / 'tiny.py'}:{spec}")
 
 
-def _flax_variables(config, seed=0):
-    model = create_model(config.model)
-    height, width = config.data.crop_hw
-    return model, model.init(jax.random.key(seed), jnp.zeros((1, height, width, 3), jnp.uint8))
+def _template(config):
+    """The model's variable shapes and dtypes: all that a strict conversion reads."""
+    return abstract_variables(create_model(config.model), tuple(config.data.crop_hw))
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_float64_parity_every_variant(variant):
+def _random_variables(config, seed):
+    """Variables of the model's shapes and dtypes, standard normal values (no init)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(
+        lambda leaf: rng.standard_normal(leaf.shape).astype(leaf.dtype), _template(config)
+    )
+
+
+# Every branch of the model and of the reference, each switch on and off: EFAFNet (FAM, FSM,
+# fusion into the DUC head), SimpleBaseline (none; the deconvolution head), fusion into the
+# deconvolution head, the DUC head without fusion (no final layer). sbn_fam, sbn_fsm and
+# sbn_fasm combine branches of these; their own parity is 3 float64 training steps in
+# tests/test_compare_training.py. EFAFNet's runs in the fast tier.
+@pytest.mark.parametrize(
+    "variant",
+    ["efafnet", *(pytest.param(v, marks=pytest.mark.slow) for v in ("sbn", "sbn_ffm", "sbn_duc"))],
+)
+def test_float64_parity_every_branch(variant):
     """Same weights, same input: outputs and all gradients agree to float64 rounding."""
     result = compare(_tiny(f"{variant},64x64"), dtype="float64")
     assert len(result["tensors"]) > 50
@@ -40,6 +55,7 @@ def test_float64_parity_every_variant(variant):
     assert result["max_rel_err_grad"] < 1e-10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arrangement", ["cs_lss", "lss_cs"])
 def test_float64_parity_serial_fsm_and_aux_head(arrangement):
     config = _tiny("efafnet,64x64")
@@ -50,6 +66,8 @@ def test_float64_parity_serial_fsm_and_aux_head(arrangement):
     assert result["max_rel_err_forward"] < 1e-10 and result["max_rel_err_grad"] < 1e-10
 
 
+@pytest.mark.slow
+@pytest.mark.optimized  # float32 criteria
 def test_float32_parity_is_as_close_as_pytorch_to_the_exact_result():
     result = compare(_tiny("efafnet,64x64"), dtype="float32")
     assert result["max_rel_err_forward"] < 1e-5
@@ -67,8 +85,7 @@ def test_torch_to_flax_to_torch_is_the_identity(variant):
         if buffer.dtype.is_floating_point:
             buffer.uniform_(0.5, 2.0)
     original = reference.state_dict()
-    _, template = _flax_variables(config)
-    variables, report = state_dict_to_flax(original, template)
+    variables, report = state_dict_to_flax(original, _template(config))
     assert not report.initialised and not report.unused
     back = flax_to_state_dict(variables)
     assert set(back) == set(original)
@@ -82,15 +99,11 @@ def test_torch_to_flax_to_torch_is_the_identity(variant):
 @pytest.mark.parametrize("variant", ["sbn_ffm", "efafnet"])
 def test_flax_to_torch_to_flax_is_the_identity(variant):
     config = _tiny(variant)
-    _, variables = _flax_variables(config, seed=3)
-    variables = jax.tree_util.tree_map(
-        lambda a: a + jax.random.normal(jax.random.key(a.size), a.shape), variables
-    )
+    variables = _random_variables(config, seed=3)
     state = {k: torch.from_numpy(np.array(v)) for k, v in flax_to_state_dict(variables).items()}
     reference = TorchPoseNet(config.model)
     reference.load_state_dict(state)  # strict: every key and shape fits the reference
-    _, template = _flax_variables(config)
-    again, _ = state_dict_to_flax(reference.state_dict(), template)
+    again, _ = state_dict_to_flax(reference.state_dict(), _template(config))
     flat_a = jax.tree_util.tree_leaves_with_path(variables)
     flat_b = dict(jax.tree_util.tree_leaves_with_path(again))
     for path, value in flat_a:
@@ -165,8 +178,7 @@ def _imagenet_resnet_state_dict(config):
 def test_torchvision_backbone_loads_into_sbn_backbone_exactly():
     config = _tiny("sbn")
     state = _imagenet_resnet_state_dict(config)
-    _, template = _flax_variables(config)
-    variables, report = state_dict_to_flax(state, template, backbone_only=True)
+    variables, report = state_dict_to_flax(state, _template(config), backbone_only=True)
     assert all(name.split("/")[1] == "backbone" for name, _, _ in report.loaded)
     assert {why for _, _, why in report.initialised} == {"not in the backbone"}
     np.testing.assert_array_equal(
@@ -178,7 +190,7 @@ def test_torchvision_backbone_loads_into_sbn_backbone_exactly():
 def test_partial_load_reports_loaded_and_initialised_as_a_table():
     config = _tiny("sbn_fasm")
     state = _imagenet_resnet_state_dict(config)
-    _, template = _flax_variables(config)
+    template = _random_variables(config, seed=0)  # values, to see that they are kept
     with pytest.raises(ConversionError):
         state_dict_to_flax(state, template, backbone_only=True)
     variables, report = state_dict_to_flax(state, template, backbone_only=True, partial=True)
@@ -201,9 +213,8 @@ def test_shape_mismatch_error_names_key_and_both_shapes():
     config = _tiny("sbn")
     state = TorchPoseNet(config.model).state_dict()
     state["final_layer.weight"] = torch.zeros(14, 16, 1, 1)
-    _, template = _flax_variables(config)
     with pytest.raises(ConversionError) as err:
-        state_dict_to_flax(state, template)
+        state_dict_to_flax(state, _template(config))
     message = str(err.value)
     assert "'final_layer.weight'" in message
     assert "(14, 16, 1, 1)" in message and "(17, 16, 1, 1)" in message
@@ -211,7 +222,7 @@ def test_shape_mismatch_error_names_key_and_both_shapes():
 
 def test_missing_and_unexpected_keys_are_named():
     config = _tiny("sbn")
-    _, template = _flax_variables(config)
+    template = _template(config)
     state = TorchPoseNet(config.model).state_dict()
     del state["layer2.0.bn2.running_var"]
     with pytest.raises(ConversionError, match="no key 'layer2.0.bn2.running_var'"):
@@ -235,6 +246,8 @@ def test_checkpoint_file_unwrapping_and_errors(tmp_path):
         load_torch_checkpoint(str(bad))
 
 
+@pytest.mark.slow  # a command
+@pytest.mark.optimized  # a float32 criterion
 def test_compare_command_json_and_checkpoint(tmp_path):
     config = _tiny("sbn,64x64")
     checkpoint = tmp_path / "sbn.pth"
@@ -254,6 +267,7 @@ def test_compare_command_json_and_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.optimized  # for speed: unoptimised, the float64 ResNet-50 runs 95 s, not 20 s
 def test_full_size_efafnet_r50_float64_parity():
     """ResNet-50 EFAFNet at 256x192: the whole network, both modes, all gradients."""
     result = compare(

@@ -37,6 +37,7 @@ def _fsm_numpy(x, p, arrangement, relu_before_sigmoid):
     }[arrangement](x)
 
 
+@pytest.mark.optimized  # float32 against NumPy float64
 @pytest.mark.parametrize("arrangement", ["parallel", "cs_lss", "lss_cs"])
 @pytest.mark.parametrize("relu_before_sigmoid", [True, False])
 @pytest.mark.parametrize("lss_hidden", [1, 3])
@@ -90,6 +91,7 @@ def _avgpool3x3_numpy(x, stride):
     return out
 
 
+@pytest.mark.optimized  # float32 against NumPy float64
 @pytest.mark.parametrize("first_of_stage, stride", [(False, 1), (True, 1), (True, 2)])
 def test_fam_hierarchy_matches_res2net_equation(first_of_stage, stride):
     """With BN at identity statistics, the FAM path is Eq. (1) with 1x1 convs around it."""
@@ -154,6 +156,7 @@ def test_depth_to_space_rejects_indivisible_channels():
         depth_to_space(jnp.zeros((1, 2, 2, 6)), 2)
 
 
+@pytest.mark.optimized  # a float32 tolerance
 def test_duc_is_a_conv_followed_by_depth_to_space():
     x = jnp.asarray(np.random.default_rng(2).normal(size=(1, 3, 2, 8)), jnp.float32)
     head = DUCHead(out_channels=5, upscale=4, kernel=1)
@@ -165,6 +168,7 @@ def test_duc_is_a_conv_followed_by_depth_to_space():
     np.testing.assert_allclose(head.apply(variables, x), expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.optimized  # float32 against NumPy float64
 def test_batchnorm_matches_pytorch_semantics():
     """Direct (not E[x^2]-E[x]^2) batch variance; running var updated with the unbiased one."""
     x64 = 1000.0 + np.random.default_rng(3).normal(size=(16, 2, 2, 4))

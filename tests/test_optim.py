@@ -31,6 +31,7 @@ def _run(tx: optax.GradientTransformation, params: np.ndarray, grads) -> np.ndar
     return np.asarray(p, np.float64)
 
 
+@pytest.mark.optimized  # float32 against NumPy float64
 @pytest.mark.parametrize("steps", [1, 3])
 def test_float32_updates_match_float64_adam_to_rounding(steps):
     rng = np.random.default_rng(0)

@@ -1,5 +1,6 @@
 """The predict command on real and generated images, and its handling of bad input."""
 
+import copy
 import json
 import os
 import subprocess
@@ -11,12 +12,10 @@ import pytest
 from conftest import DATA_DIR, REPO
 
 from efafnet_jax.data.records import BadRecordError
-from efafnet_jax.data.synthetic import generate
 from efafnet_jax.inference.boxes import read_boxes_file, usable_boxes
 
-
-def _predict(*args: str) -> subprocess.CompletedProcess:
-    return _predict_with("configs/tiny.py", *args)
+COCO = DATA_DIR / "coco"
+COCO_DETECTIONS = COCO / "test_coco_det_AP_H_56.json"
 
 
 def _predict_with(config: str, *args: str) -> subprocess.CompletedProcess:
@@ -31,57 +30,62 @@ def _predict_with(config: str, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.mark.parametrize("clip", [True, False])
-def test_real_coco_images_with_detections(tmp_path, clip):
-    coco = DATA_DIR / "coco"
-    _predict(
-        "--images",
-        str(coco),
-        "--boxes",
-        str(coco / "test_coco_det_AP_H_56.json"),
-        "--ann",
-        str(coco / "test_coco.json"),
-        "--out",
-        str(tmp_path),
-        f"--{'' if clip else 'no'}clip_to_box",
-        "--heatmaps",
-    )
-    images = sorted(p for p in os.listdir(coco) if p.endswith(".jpg"))
-    detections = json.load(open(coco / "test_coco_det_AP_H_56.json"))
-    for name in images:
-        stem = name[:-4]
-        picture = cv2.imread(str(tmp_path / f"{stem}.png"))
-        assert picture.shape == cv2.imread(str(coco / name)).shape
-        result = json.load(open(tmp_path / f"{stem}.json"))
-        assert result["people"], name
-        for person in result["people"]:
-            x, y, w, h = person["box"]
-            keypoints = np.asarray(person["keypoints"])
-            assert keypoints.shape == (17, 3)
-            # Without clipping a keypoint may sit in the crop's margin: the box widened
-            # to the 3:4 aspect ratio and padded by 1.25 (HRNet's centre/scale).
-            crop_w = max(w, 0.75 * h) * 1.25
-            margin_x, margin_y = (crop_w - w) / 2, (crop_w / 0.75 - h) / 2
-            if clip:
-                margin_x = margin_y = 0.0
-            slack = 0.02  # JSON values (box and keypoints) are rounded to 2 decimals
-            assert np.all(keypoints[:, 0] >= x - margin_x - slack)
-            assert np.all(keypoints[:, 0] <= x + w + margin_x + slack)
-            assert np.all(keypoints[:, 1] >= y - margin_y - slack)
-            assert np.all(keypoints[:, 1] <= y + h + margin_y + slack)
-            assert 0.0 <= person["score"] <= person["box_score"] + 1e-6
-        assert (tmp_path / f"{stem}_heatmaps.png").is_file()
-    assert sum(len(json.load(open(tmp_path / f"{n[:-4]}.json"))["people"]) for n in images) == len(
-        detections
-    )
+def _keypoints_outside_their_box(boxes, keypoints, scores, crop_hw, clipped, slack) -> int:
+    """Asserts that each person's keypoints lie in its box (clipped) or else in its crop's
+    margin, the box widened to the crop's aspect ratio and padded by 1.25 (HRNet's
+    centre/scale), and that its score is at most its box's; returns how many keypoints lie
+    outside their box. boxes [N, 5] (x, y, w, h, score), keypoints [N, 17, 3], scores [N]."""
+    aspect = crop_hw[1] / crop_hw[0]
+    outside = 0
+    for (x, y, w, h, box_score), points, score in zip(boxes, keypoints, scores, strict=True):
+        assert points.shape == (17, 3)
+        crop_w = max(w, aspect * h) * 1.25
+        margin = np.array([crop_w - w, crop_w / aspect - h]) / 2
+        if clipped:
+            margin = np.zeros(2)
+        low, high = np.array([x, y]) - margin - slack, np.array([x + w, y + h]) + margin + slack
+        assert np.all((points[:, :2] >= low) & (points[:, :2] <= high)), (x, y, w, h)
+        in_box = (points[:, :2] >= [x, y]) & (points[:, :2] <= [x + w, y + h])
+        outside += int(np.sum(~in_box.all(axis=1)))
+        assert 0.0 <= score <= box_score + 1e-6
+    return outside
 
 
-def test_whole_image_mode(tmp_path):
-    generate(str(tmp_path / "data"), train=1, val=1, seed=6)
-    image = sorted((tmp_path / "data" / "images" / "val").iterdir())[0]
-    _predict("--images", str(image), "--whole_image", "--out", str(tmp_path / "out"))
-    result = json.load(open(tmp_path / "out" / f"{image.stem}.json"))
-    assert result["people"][0]["box"] == [0.0, 0.0, result["width"], result["height"]]
+def test_keypoints_lie_in_the_box_clipped_and_in_the_crop_unclipped(trained_tiny):
+    """The predictor on 8 of a real COCO image's detections, as `predict --ann` reads them
+    (one batch: the tiny model's unoptimised inference costs about 0.1 s a crop; the
+    command test below predicts all 118)."""
+    from efafnet_jax.data.images import read_image
+    from efafnet_jax.data.keypoints import spec_from_config
+    from efafnet_jax.inference.boxes import match_images, read_coco_detections
+    from efafnet_jax.inference.predictor import PosePredictor
+    from efafnet_jax.models import create_model
+    from efafnet_jax.weights import restore_variables
+
+    config = trained_tiny.config
+    table, _ = read_coco_detections(str(COCO_DETECTIONS), str(COCO / "test_coco.json"), config.data)
+    path = str(COCO / "000000000785.jpg")
+    records = [record for _, record in match_images(table, [path])[0][path]][:8]
+    variables = restore_variables(trained_tiny.checkpoint)
+    spec = spec_from_config(config.data)
+    unclipped = PosePredictor(create_model(config.model), variables, config, spec, batch_size=8)
+    clipped = copy.copy(unclipped)  # the same compiled heatmap function
+    clipped.clip_to_box = True
+    image = read_image(path, image_id=-1)
+    outside = {}
+    for predictor in (unclipped, clipped):
+        poses = predictor.on_records(image, records)
+        assert len(poses.boxes) == len(records)
+        outside[predictor.clip_to_box] = _keypoints_outside_their_box(
+            poses.boxes,
+            poses.keypoints,
+            poses.scores,
+            config.data.crop_hw,
+            predictor.clip_to_box,
+            slack=1e-4,
+        )
+    # Unclipped, some keypoints lie in the crop's margin: those that clipping moves.
+    assert outside[False] > 0 and outside[True] == 0
 
 
 def test_malformed_boxes_files_name_the_entry(tmp_path):
@@ -108,9 +112,69 @@ def test_malformed_boxes_files_name_the_entry(tmp_path):
     assert kept is record and kept.box.tolist() == [0, 0, 5, 5]
 
 
+@pytest.mark.slow
+def test_predict_command_on_real_coco_images_with_detections(trained_tiny, tmp_path):
+    """The command's flags and outputs: a picture of each image's size, a JSON of its
+    people (one per detection) and, with --heatmaps, a heatmaps picture; --clip_to_box."""
+    _predict_with(
+        trained_tiny.spec,
+        "--checkpoint",
+        trained_tiny.checkpoint,
+        "--images",
+        str(COCO),
+        "--boxes",
+        str(COCO_DETECTIONS),
+        "--ann",
+        str(COCO / "test_coco.json"),
+        "--out",
+        str(tmp_path),
+        "--clip_to_box",
+        "--heatmaps",
+        "--batch_size=8",  # 22-37 crops an image: less padding than 32's
+    )
+    images = sorted(p for p in os.listdir(COCO) if p.endswith(".jpg"))
+    people = 0
+    for name in images:
+        stem = name[:-4]
+        picture = cv2.imread(str(tmp_path / f"{stem}.png"))
+        assert picture.shape == cv2.imread(str(COCO / name)).shape
+        result = json.load(open(tmp_path / f"{stem}.json"))
+        assert result["people"], name
+        _keypoints_outside_their_box(
+            [[*p["box"], p["box_score"]] for p in result["people"]],
+            np.array([p["keypoints"] for p in result["people"]]),
+            [p["score"] for p in result["people"]],
+            trained_tiny.config.data.crop_hw,
+            clipped=True,
+            slack=0.02,  # JSON values (box and keypoints) are rounded to 2 decimals
+        )
+        assert (tmp_path / f"{stem}_heatmaps.png").is_file()
+        people += len(result["people"])
+    assert people == len(json.loads(COCO_DETECTIONS.read_text()))
+
+
+@pytest.mark.slow
+def test_whole_image_mode(trained_tiny, tmp_path):
+    image = sorted((trained_tiny.data_root / "images" / "val").iterdir())[0]
+    _predict_with(
+        trained_tiny.spec,
+        "--checkpoint",
+        trained_tiny.checkpoint,
+        "--images",
+        str(image),
+        "--whole_image",
+        "--out",
+        str(tmp_path),
+    )
+    result = json.load(open(tmp_path / f"{image.stem}.json"))
+    assert result["people"][0]["box"] == [0.0, 0.0, result["width"], result["height"]]
+
+
 @pytest.fixture(scope="module")
 def quickstart_model(tmp_path_factory):
-    """A short run of configs/quickstart.py (a few epochs) in a fresh workdir."""
+    """A short run of configs/quickstart.py in a fresh workdir: half an epoch (31 steps),
+    the learning rate decayed after three quarters of it; the end-of-run validation on the
+    first 50 of the 200 generated val images (the images the test reads among them)."""
     workdir = tmp_path_factory.mktemp("quickstart")
     proc = subprocess.run(
         [
@@ -118,8 +182,9 @@ def quickstart_model(tmp_path_factory):
             "train.py",
             "--workdir",
             str(workdir),
-            "--config.train.epochs=4",
-            "--config.train.decay_epochs=(3,4)",
+            "--config.train.epochs=0.5",
+            "--config.train.decay_epochs=(0.375,0.5)",
+            "--config.data.generated_spec.val=50",
         ],
         cwd=REPO,
         capture_output=True,
@@ -154,6 +219,7 @@ def test_quickstart_model_finds_the_generated_joints(quickstart_model, tmp_path)
         str(tmp_path / "boxes.json"),
         "--out",
         str(tmp_path / "out"),
+        "--batch_size=4",  # each image's 3 people in one batch (32 would be mostly padding)
     )
     hits = total = 0
     for name in chosen:
@@ -173,4 +239,6 @@ def test_quickstart_model_finds_the_generated_joints(quickstart_model, tmp_path)
             hits += int(np.sum(np.linalg.norm(error, axis=1)[labelled] <= 0.2))
             total += int(labelled.sum())
     assert total > 500
-    assert hits / total >= 0.5, f"PCK@0.2 {hits / total:.3f}"
+    # Measured on the 2-core CPU, XLA optimisations off: PCK@0.2 0.627 after this half
+    # epoch (0.773 after one, 0.826 after two); randomly initialised weights score 0.103.
+    assert hits / total >= 0.4, f"PCK@0.2 {hits / total:.3f}"

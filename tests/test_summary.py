@@ -48,6 +48,7 @@ def test_sbn_fasm_r50_is_within_three_percent_of_table_viii():
     assert abs(result["params"] - 37.0e6) / 37.0e6 <= 0.03
 
 
+@pytest.mark.slow  # a command
 def test_summary_command_json_is_the_last_line():
     last = run_json_command(
         "efafnet_jax.models.summary", "--config", "configs/tiny.py:sbn_duc,128x96"

@@ -1,5 +1,7 @@
 """Losses, schedule, and one step sharded over 8 devices against 1 device."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,7 @@ from efafnet_jax.train.losses import joints_mse, ohkm_mse, spatial_softmax_ce
 from efafnet_jax.train.optim import learning_rate_schedule, make_optimizer
 from efafnet_jax.train.state import TrainState
 from efafnet_jax.train.step import loss_and_gradients, train_step
+from efafnet_jax.weights import initial_variables
 
 
 def test_losses_against_numpy():
@@ -69,9 +72,11 @@ def test_step_schedule_and_warmup():
     assert schedule(900) == pytest.approx(1e-4)
 
 
-def _setup(variant="efafnet", aux=False):
+@functools.cache
+def _setup(variant):
+    """config, model, jitted initial variables and a batch of 16; EFAFNet with the aux head."""
     config = load_test_config(f"{CONFIG_DIR / 'tiny.py'}:{variant},64x64")
-    config.model.fusion.aux_supervision = aux
+    config.model.fusion.aux_supervision = variant == "efafnet"
     model = create_model(config.model)
     rng = np.random.default_rng(0)
     batch = {
@@ -79,13 +84,14 @@ def _setup(variant="efafnet", aux=False):
         "target": rng.uniform(0, 1, (16, 16, 16, 17)).astype(np.float32),
         "target_weight": (rng.random((16, 17)) > 0.2).astype(np.float32),
     }
-    variables = model.init(jax.random.key(0), jnp.asarray(batch["image"][:1]))
-    return config, model, variables, batch
+    return config, model, initial_variables(model, config), batch
 
 
+@pytest.mark.slow  # two gradient programs per variant
+@pytest.mark.optimized  # a float32 tolerance (the optimised programs' reduction orders)
 @pytest.mark.parametrize("variant", ["efafnet", "sbn"])
 def test_eight_devices_equal_one_device(variant):
-    config, model, variables, batch = _setup(variant, aux=variant == "efafnet")
+    config, model, variables, batch = _setup(variant)
     results = []
     for devices in (jax.devices(), jax.devices()[:1]):
         mesh = data_mesh(devices)
