@@ -53,7 +53,7 @@ def test_exported_function_equals_the_live_one(tmp_path, trained_tiny, activatio
         np.testing.assert_allclose(served(crops[:batch]), expected[:batch], rtol=1e-6, atol=1e-6)
 
 
-def _command(module: str, trained_tiny, out, *flags: str) -> dict:
+def _command(module: str, trained_tiny, out) -> dict:
     return run_json_command(
         module,
         "--config",
@@ -62,7 +62,6 @@ def _command(module: str, trained_tiny, out, *flags: str) -> dict:
         trained_tiny.checkpoint,
         "--out",
         str(out),
-        *flags,
     )
 
 
@@ -111,7 +110,8 @@ def test_export_lowers_native_transposed_convolutions_even_when_cpu_forms_are_as
 
 @pytest.mark.slow
 def test_export_command_on_one_cpu_device_lowers_native_transposed_convolutions(tmp_path):
-    """On a one-device CPU the default conv_impl ("auto") means the CPU forms."""
+    """Exported on a one-device CPU, where the default conv_impl ("auto") means the CPU
+    forms: the module holds the native transposed convolutions all the same."""
     config = load_test_config(str(REPO / SBN))
     checkpoint = tmp_path / "checkpoints" / "7"
     ocp.StandardCheckpointer().save(checkpoint / "state", {**_sbn_variables(config), "step": 7})

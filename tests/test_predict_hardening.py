@@ -32,8 +32,6 @@ from efafnet_jax.data.synthetic import generate
 
 EXTENSION = 0.3  # CrowdPose's detection box extension: the extension matters
 NAN = float("nan")
-
-
 PREDICT = ("-m", "efafnet_jax.inference.predict")
 
 
