@@ -1,13 +1,15 @@
 """The ceiling AP of each codec: training targets decoded as if they were predictions.
 
-    python benchmarks/codec_ceiling.py [--config configs/quickstart.py] [--json]
+    python benchmarks/codec_ceiling.py [--config quickstart] [--json]
 
 On the generated val split that the quickstart evaluates (GT boxes), each person's
 target heatmaps are made by the data pipeline with the codec's encoding and geometry,
 then decoded by the codec's decoder and scored by the evaluator's metric. This is what
 the heatmap resolution and the codec alone cost: a model that reproduced its targets
 exactly would score this. Rows: HRNet's codec (the paper's), DARK's decoding, DARK's
-unbiased targets and decoding, then UDP's geometry with each kind of target and decoder.
+unbiased targets and decoding, then UDP's geometry with each kind of target and decoder
+(UDP's own targets and refinement with `dark`: mmpose's `UDPHeatmap`). DARK blurs with
+the config's `eval.dark_kernel`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ CODECS = (
     ("unbiased targets, quarter offset", "unbiased", False, "quarter_offset"),
     ("DARK (unbiased targets + decoding)", "unbiased", False, "dark"),
     ("UDP (its own unbiased targets), quarter offset", "", True, "quarter_offset"),
-    ("UDP + DARK decoding", "", True, "dark"),
+    ("UDP (its targets and refinement, the reference)", "", True, "dark"),
     ("UDP geometry, HRNet's rounded targets", "msra", True, "quarter_offset"),
 )
 
@@ -54,7 +56,14 @@ def ceiling(config, encoding: str, udp: bool, decoder: str) -> dict:
     )
     for batch in batches:
         coords, scores = decode(
-            batch["target"], batch["center"], batch["scale"], True, decoder, config.data.sigma, udp
+            batch["target"],
+            batch["center"],
+            batch["scale"],
+            True,
+            decoder,
+            config.data.sigma,
+            udp,
+            config.eval.dark_kernel,
         )
         rows = batch["record_index"][batch["valid"]]
         keypoints[rows, :, :2] = coords[batch["valid"]]
@@ -83,5 +92,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_common_flags(default_config="configs/quickstart.py")
+    define_common_flags(default_config="quickstart")
     run(main)

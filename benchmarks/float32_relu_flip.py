@@ -13,7 +13,6 @@ forms themselves agree with float64 under sharding (tests/test_kernels.py).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -25,7 +24,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 
+from efafnet_jax.cli import run  # noqa: E402
 from efafnet_jax.config import load_config  # noqa: E402
 from efafnet_jax.models import create_model  # noqa: E402
 from efafnet_jax.sharding import batch_sharded, data_mesh  # noqa: E402
@@ -34,7 +35,7 @@ LAST_NORM = "deconv_layers_7"  # the head's last BatchNorm: its output goes thro
 
 
 def tiny_model_config(conv_impl: str, dtype: str):
-    model = load_config("configs/tiny.py:sbn,64x64").model
+    model = load_config("tiny:sbn,64x64").model
     model.conv_impl = conv_impl
     model.dtype = model.param_dtype = dtype
     return model
@@ -63,10 +64,8 @@ def gradients_and_last_norm(conv_impl: str, dtype: str, devices: int, images, va
     return leaves, np.asarray(normed, np.float64)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+def main(argv) -> None:
+    del argv
     images = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
     variables = create_model(tiny_model_config("xla", "float32")).init(
         jax.random.key(0), jnp.asarray(images[:1])
@@ -98,10 +97,10 @@ def main() -> int:
             f"{row['conv_impl']:<10}{row['devices']:>8}"
             f"{row['grad_rel_err_vs_float64']:>18.2e}{row['relu_sign_flips_vs_float64']:>12}"
         )
-    if args.json:
+    if flags.FLAGS.json:
         print(json.dumps({"setups": rows}))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    flags.DEFINE_bool("json", False, "Print one line of JSON as the last line of stdout.")
+    run(main)

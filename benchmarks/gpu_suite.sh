@@ -61,10 +61,10 @@ run() {  # run NAME COMMAND...: JSON (last stdout line) to OUT/NAME.json
 }
 
 R50=256x192
-run train_efafnet_bf16 python benchmarks/train_step.py --config "configs/coco.py:efafnet,r50,$R50" --batch 128 --dtype bfloat16
-run inference_efafnet_bf16 python benchmarks/inference.py --config "configs/coco.py:efafnet,r50,$R50" --batch 256 --dtype bfloat16
-run train_sbn_bf16 python benchmarks/train_step.py --config "configs/coco.py:sbn,r50,$R50" --batch 128 --dtype bfloat16
-run train_efafnet_fp32 python benchmarks/train_step.py --config "configs/coco.py:efafnet,r50,$R50" --batch 64 --dtype float32
-run train_sbn_fp32 python benchmarks/train_step.py --config "configs/coco.py:sbn,r50,$R50" --batch 64 --dtype float32
+run train_efafnet_bf16 python benchmarks/train_step.py --config "coco:efafnet,r50,$R50" --batch 128 --dtype bfloat16
+run inference_efafnet_bf16 python benchmarks/inference.py --config "coco:efafnet,r50,$R50" --batch 256 --dtype bfloat16
+run train_sbn_bf16 python benchmarks/train_step.py --config "coco:sbn,r50,$R50" --batch 128 --dtype bfloat16
+run train_efafnet_fp32 python benchmarks/train_step.py --config "coco:efafnet,r50,$R50" --batch 64 --dtype float32
+run train_sbn_fp32 python benchmarks/train_step.py --config "coco:sbn,r50,$R50" --batch 64 --dtype float32
 run input_pipeline python benchmarks/input_pipeline.py
 echo "done in $(( $(date +%s) - START )) s; results in $OUT"

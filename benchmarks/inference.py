@@ -1,6 +1,6 @@
 """Inference crops/s, with and without the flip test: JAX against the PyTorch reference.
 
-    python benchmarks/inference.py --config configs/coco.py:efafnet,r50,256x192 \
+    python benchmarks/inference.py --config coco:efafnet,r50,256x192 \
         --batch 64 --dtype bfloat16 [--peak-tflops X] [--torch-compile] [--json]
 
 Both sides take uint8 NHWC crops on the device and return heatmaps: JAX through
@@ -148,6 +148,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_common_flags(default_config="configs/coco.py:sbn,r50,256x192")
+    define_common_flags(default_config="coco:sbn,r50,256x192")
     define_benchmark_flags(default_batch=32, unit="Crops")
     run(main)

@@ -54,7 +54,7 @@ from efafnet_jax.train.optim import learning_rate_schedule, make_optimizer  # no
 from efafnet_jax.train.state import TrainState  # noqa: E402
 from efafnet_jax.train.step import make_train_step  # noqa: E402
 
-COCO_CONFIG = os.path.join(REPO, "configs", "coco.py")
+COCO_CONFIG = "coco"  # the packaged config (efafnet_jax/configs/coco.py)
 # Instructions that move data between host and device inside a step.
 HOST_TRANSFER_OPS = ("infeed", "outfeed", "send", "recv", "send-done", "recv-done")
 GIB = 2**30
@@ -274,7 +274,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.DEFINE_list("variants", ["efafnet"], "Table VI rows (configs/coco.py variants).")
+    flags.DEFINE_list("variants", ["efafnet"], "Table VI rows (coco variants).")
     flags.DEFINE_list("depths", ["50", "101", "152"], "ResNet depths.")
     flags.DEFINE_list("sizes", ["256x192", "384x288"], "Input sizes, HxW.")
     flags.DEFINE_list("batches", ["32", "64"], "Images per device.")

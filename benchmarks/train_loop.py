@@ -1,6 +1,6 @@
 """The training loop's own cost: the loop against its jitted step alone.
 
-    python benchmarks/train_loop.py --config configs/tiny.py:efafnet,64x64 [--steps 20] [--json]
+    python benchmarks/train_loop.py --config tiny:efafnet,64x64 [--steps 20] [--json]
 
 `loop_img_s`: `efafnet_jax.train.loop.run_steps`, the code train.py runs, fed
 from an in-memory iterator of pre-built host batches, with no checkpoint or
@@ -113,7 +113,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_common_flags(default_config="configs/tiny.py:efafnet,64x64")
+    define_common_flags(default_config="tiny:efafnet,64x64")
     flags.DEFINE_integer("batch", 0, "Global batch (default: the config's train.batch_size).")
     flags.DEFINE_integer("steps", 20, "Steps per timed round.")
     flags.DEFINE_integer("rounds", 5, "Alternating rounds; medians are reported.")

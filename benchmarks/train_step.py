@@ -1,6 +1,6 @@
 """The JAX train step against the PyTorch reference's, same run, same device.
 
-    python benchmarks/train_step.py --config configs/coco.py:sbn,r50,256x192 \
+    python benchmarks/train_step.py --config coco:sbn,r50,256x192 \
         --batch 8 --dtype float32 [--peak-tflops X] [--torch-compile] [--json]
 
 Same config, weights, batch, dtype and device on both sides; the steps are
@@ -178,6 +178,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_common_flags(default_config="configs/coco.py:sbn,r50,256x192")
+    define_common_flags(default_config="coco:sbn,r50,256x192")
     define_benchmark_flags(default_batch=8, unit="Images")
     run(main)

@@ -9,11 +9,14 @@ have. Prints the eval-mode heatmap error between the two frameworks and each one
 distance from the float64 PyTorch run of the same weights and input.
 """
 
-import argparse
 import json
 import os
 import subprocess
 import sys
+
+from absl import flags
+
+from efafnet_jax.cli import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,15 +25,11 @@ def _run(*args: str) -> None:
     subprocess.run([sys.executable, *args], cwd=REPO, check=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "trained_parity"))
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+def main(argv) -> None:
+    del argv
+    args = flags.FLAGS
 
-    config_arg = "configs/quickstart.py"
+    config_arg = "quickstart"
     _run("train.py", "--config", config_arg, "--workdir", args.workdir,
          f"--config.train.epochs={args.epochs}")  # fmt: skip
     from efafnet_jax.weights import latest_checkpoint
@@ -43,7 +42,7 @@ def main() -> int:
     from efafnet_jax.interop.compare import compare
     from efafnet_jax.platform import for_this_machine
 
-    config = for_this_machine(load_config(os.path.join(REPO, config_arg)))
+    config = for_this_machine(load_config(config_arg))
     result = compare(config, pth, batch=args.batch, dtype="float32")
     tensors = result["tensors"]
     figures = {
@@ -63,8 +62,15 @@ def main() -> int:
     )
     if args.json:
         print(json.dumps(figures))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    flags.DEFINE_float("epochs", 2.0, "Epochs of quickstart training (--config.train.epochs).")
+    flags.DEFINE_string(
+        "workdir",
+        os.path.join(REPO, "runs", "trained_parity"),
+        "The training workdir; the converted PyTorch weights go to <workdir>/model.pth.",
+    )
+    flags.DEFINE_integer("batch", 8, "Crops per forward pass in the comparison.")
+    flags.DEFINE_bool("json", False, "Print one line of JSON as the last line of stdout.")
+    run(main)

@@ -9,16 +9,17 @@ in float64, the second time from initial weights multiplied by (1 + u), u unifor
 runs, and the loss difference per step.
 """
 
-import argparse
 import copy
 import json
 import os
 import sys
 
 import torch
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from efafnet_jax.cli import run  # noqa: E402
 from efafnet_jax.config import load_config  # noqa: E402
 from efafnet_jax.interop import compare_training as ct  # noqa: E402
 from efafnet_jax.platform import for_this_machine  # noqa: E402
@@ -26,14 +27,10 @@ from efafnet_jax.platform import for_this_machine  # noqa: E402
 ULP = 2.2e-16
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="efafnet")
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    config = for_this_machine(load_config(f"configs/coco.py:{args.variant},r50,256x192"))
+def main(argv) -> None:
+    del argv
+    args = flags.FLAGS
+    config = for_this_machine(load_config(f"coco:{args.variant},r50,256x192"))
     case = ct.training_case(config, args.steps, args.batch, 0, "float64")
     names = {name for name, _ in case.initial.named_parameters()}
     base = ct.torch_side(case)
@@ -56,8 +53,15 @@ def main() -> int:
     )
     if args.json:
         print(json.dumps(report))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    flags.DEFINE_string(
+        "variant",
+        "efafnet",
+        "Model variant (efafnet, sbn, sbn_fam, ...): the network is coco:VARIANT,r50,256x192.",
+    )
+    flags.DEFINE_integer("steps", 6, "Training steps of each run.")
+    flags.DEFINE_integer("batch", 2, "Batch size of each step.")
+    flags.DEFINE_bool("json", False, "Print one line of JSON as the last line of stdout.")
+    run(main)

@@ -1,13 +1,15 @@
-"""Config construction shared by the files in `configs/`.
+"""Config construction shared by the packaged configs (`efafnet_jax/configs`).
 
-Each file in `configs/` is a thin big_vision-style `get_config(spec)` that calls
+Each packaged config is a thin big_vision-style `get_config(spec)` that calls
 `build_config` with its dataset's defaults. The spec is the text after the colon
-in `--config configs/coco.py:efafnet,r50,256x192`: comma-separated parts in any
-order, each optional (VARIANT, rDEPTH, HxW).
+in `--config coco:efafnet,r50,256x192`: comma-separated parts in any order, each
+optional (VARIANT, rDEPTH, HxW). A config file of one's own works the same way
+(`--config path/to/my_config.py:spec`).
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import importlib.util
 import os
 import re
@@ -261,6 +263,9 @@ def build_config(
             post_process=True,  # refine the argmax by eval.decoder
             # "quarter_offset" (HRNet, the paper's numbers) or "dark" (README "Codecs")
             decoder="quarter_offset",
+            # DARK's blur kernel (odd), 11 as DarkPose and mmpose 1.x at sigma 2 and 3;
+            # 0: 6 sigma - 1 made odd (17 at sigma 3, mmpose 0.x) (README "Codecs")
+            dark_kernel=11,
             in_vis_threshold=0.2,  # keypoint scores counted in the box x keypoint rescoring
             oks_threshold=0.9,
             soft_nms=False,
@@ -271,11 +276,40 @@ def build_config(
     return config
 
 
-def load_config(path_and_spec: str) -> ml_collections.ConfigDict:
-    """Loads `path/to/config.py[:spec]` the way absl's config_flags does."""
-    path, _, spec = path_and_spec.partition(":")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path!r} does not exist")
+class ConfigNotFoundError(FileNotFoundError):
+    """A --config that is neither a config file nor a packaged config's name."""
+
+
+# The packaged config that reads a training workdir's config.json (its spec is the workdir).
+WORKDIR_CONFIG = "workdir"
+
+
+def packaged_config_names() -> list[str]:
+    """The dataset configs shipped in efafnet_jax/configs, by name."""
+    files = importlib.resources.files("efafnet_jax.configs").iterdir()
+    names = (entry.name.removesuffix(".py") for entry in files if entry.name.endswith(".py"))
+    return sorted(name for name in names if not name.startswith("_") and name != WORKDIR_CONFIG)
+
+
+def config_file(name_or_path: str) -> str:
+    """`NAME[:spec]` of a packaged config -> `<its file>[:spec]`; a config file's
+    `path[:spec]` unchanged (a file of that name wins over a packaged config)."""
+    path, colon, spec = name_or_path.partition(":")
+    if os.path.isfile(path):
+        return name_or_path
+    if path in packaged_config_names() or path == WORKDIR_CONFIG:
+        packaged = importlib.resources.files("efafnet_jax.configs") / f"{path}.py"
+        return f"{packaged}{colon}{spec}"
+    if path.endswith(".py") or os.sep in path:
+        raise ConfigNotFoundError(f"config file {path!r} does not exist")
+    names = ", ".join(packaged_config_names())
+    raise ConfigNotFoundError(f"config {path!r} is neither a file nor a packaged config ({names})")
+
+
+def load_config(name_or_path: str) -> ml_collections.ConfigDict:
+    """Loads `NAME[:spec]` (a packaged config) or `path/to/config.py[:spec]` the way the
+    commands' --config does."""
+    path, _, spec = config_file(name_or_path).partition(":")
     module_spec = importlib.util.spec_from_file_location(f"_efafnet_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

@@ -57,3 +57,13 @@ def heatmap_panel(
             tiles.append(tile)
         rows.append(np.concatenate(tiles, axis=1))
     return np.concatenate(rows, axis=0)
+
+
+def write_png(path, image_bgr: np.ndarray) -> None:
+    """Writes a BGR (or grey) image as PNG to `path`, a local path or a URL (etils.epath)."""
+    from etils import epath
+
+    ok, encoded = cv2.imencode(".png", image_bgr)
+    if not ok:
+        raise ValueError(f"{path}: cv2 could not encode a {image_bgr.shape} image as PNG")
+    epath.Path(path).write_bytes(encoded.tobytes())

@@ -38,7 +38,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ or _cache_owner not in (None, s
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "configs"
+CONFIG_DIR = REPO / "efafnet_jax" / "configs"
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -127,7 +127,7 @@ def _xla_optimizations_for_marked_tests(request, monkeypatch):
 
 @dataclasses.dataclass(frozen=True)
 class TrainedTiny:
-    """A tiny EFAFNet (configs/tiny.py:efafnet,64x64, float32) trained a few steps on a
+    """A tiny EFAFNet (tiny:efafnet,64x64, float32) trained a few steps on a
     generated dataset: what predict, eval, export and to_torch tests start from."""
 
     spec: str  # the --config argument that rebuilds `config`
@@ -152,23 +152,27 @@ class TrainedTiny:
 @pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory) -> TrainedTiny:
     """One trained tiny checkpoint per test session (per xdist worker), trained in-process:
-    2 epochs of 19 persons at batch 8 (4 steps) on the session's 8 devices."""
+    2 epochs of 19 persons at batch 8 (4 steps, saved at 2 and 4) on the session's 8
+    devices; its workdir has the config.json that efafnet-train writes."""
     from efafnet_jax.data.synthetic import generate
     from efafnet_jax.train.loop import train_and_evaluate
     from efafnet_jax.weights import latest_checkpoint
 
     root = tmp_path_factory.mktemp("trained_tiny")
     paths = generate(str(root / "data"), train=8, val=5, seed=3)
-    spec = "configs/tiny.py:efafnet,64x64"
-    config = load_test_config(str(REPO / spec))
+    spec = "tiny:efafnet,64x64"
+    config = load_test_config(spec)
     d, t = config.data, config.train
     d.train_ann, d.train_images = paths["train"], str(root / "data" / "images" / "train")
     d.val_ann, d.val_images = paths["val"], str(root / "data" / "images" / "val")
     d.val_detections = ""
     t.batch_size, t.epochs, t.workers, t.eval_every_epochs = 8, 2.0, 0, 0
+    t.checkpoint_every_steps = 2  # steps 2 and 4: commands can pick one
     config.eval.batch_size, config.eval.workers = 8, 0
     workdir = root / "run"
     train_and_evaluate(config, str(workdir))
+    # What efafnet-train writes, so that commands can take `--workdir` alone.
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
     return TrainedTiny(
         spec=spec,
         config=config,
@@ -177,3 +181,29 @@ def trained_tiny(tmp_path_factory) -> TrainedTiny:
         data_root=root / "data",
         paths=paths,
     )
+
+
+GCS_TEST_BUCKET = "efafnet-test"
+
+
+@pytest.fixture(scope="session")
+def gcs_environment() -> dict[str, str]:
+    """A GCS API on localhost (fake-gcs-server) with the bucket GCS_TEST_BUCKET; this
+    process's environment points gs:// at it for the rest of the session, and commands
+    started with the returned variables do too."""
+    import gcs_emulator  # tests/ is on sys.path (rootdir-relative conftest)
+
+    with gcs_emulator.running_emulator(GCS_TEST_BUCKET) as variables:
+        with gcs_emulator.environment(variables):
+            yield variables
+
+
+@pytest.fixture
+def gs_tmp_path(gcs_environment, request):
+    """A fresh gs:// folder in the emulator's bucket, named after the test."""
+    import uuid
+
+    from etils import epath
+
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
+    return epath.Path(f"gs://{GCS_TEST_BUCKET}/{name}-{uuid.uuid4().hex[:8]}")

@@ -267,7 +267,7 @@ def test_eval_py_reports_bad_input_by_name_under_both_policies(tmp_path, trained
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     if policy == "raise":  # the reader meets the bad annotation first
         assert proc.returncode == 2
-        assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+        assert proc.stderr.strip().splitlines()[-1].startswith("eval.py: error: ")
         assert "annotation id 460541 (image id 196141): field 'keypoints'" in proc.stderr
         return
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 
 from efafnet_jax.data.codec import (
+    DARK_KERNEL,
     dark_refine,
     decode,
     encode,
     encode_on_device,
     max_positions,
     quarter_offset,
+    to_image_coordinates,
 )
 
 HEATMAP_HW, CROP_HW, SIGMA = (64, 48), (256, 192), 2.0
@@ -29,7 +31,7 @@ def sampled_gaussian(x0: float, y0: float, sigma: float = SIGMA) -> np.ndarray:
 def test_dark_recovers_a_sub_pixel_peak_the_quarter_rule_misses(peak):
     heatmaps = sampled_gaussian(*peak)
     argmax, _ = max_positions(heatmaps)
-    dark = dark_refine(heatmaps, argmax, SIGMA)[0, 0]
+    dark = dark_refine(heatmaps, argmax, DARK_KERNEL)[0, 0]
     quarter = quarter_offset(heatmaps, argmax)[0, 0]
     assert np.abs(dark - peak).max() < 0.02
     # The quarter rule moves 0.25 px toward the higher neighbour, whatever the offset.
@@ -57,17 +59,17 @@ def test_dark_matches_darkpose_map_by_map(seed):
     heatmaps = heatmaps.astype(np.float32).transpose(0, 2, 3, 1)  # channels last
     argmax, _ = max_positions(heatmaps)
     expected = dark_loop(heatmaps.transpose(0, 3, 1, 2), argmax, kernel=11)
-    np.testing.assert_allclose(dark_refine(heatmaps, argmax, SIGMA), expected, atol=1e-4)
+    np.testing.assert_allclose(dark_refine(heatmaps, argmax, DARK_KERNEL), expected, atol=1e-4)
     assert np.abs(expected - argmax).max() > 0.1  # the step moved the peaks
 
 
 def test_dark_leaves_peaks_at_the_border_and_flat_maps_alone():
     border = sampled_gaussian(1.3, 30.2)
     argmax, _ = max_positions(border)
-    np.testing.assert_array_equal(dark_refine(border, argmax, SIGMA), argmax)  # x = 1
+    np.testing.assert_array_equal(dark_refine(border, argmax, DARK_KERNEL), argmax)  # x = 1
     flat = np.zeros((1, *HEATMAP_HW, 1), np.float32)
     argmax, _ = max_positions(flat)
-    np.testing.assert_array_equal(dark_refine(flat, argmax, SIGMA), argmax)
+    np.testing.assert_array_equal(dark_refine(flat, argmax, DARK_KERNEL), argmax)
 
 
 @pytest.mark.parametrize("joint", [(81.2, 62.4), (100.0, 150.0), (33.7, 201.3)])
@@ -87,6 +89,37 @@ def test_unbiased_targets_centre_the_gaussian_at_the_joint(joint):
     standard, _ = decode(msra[None], center, scale)
     if np.any(np.abs(mu - np.round(mu)) > 0.1):
         assert np.abs(standard[0, 0] - joint).max() > 0.1 * stride
+
+
+def test_the_dark_kernel_is_a_setting_defaulting_to_the_references_11():
+    """eval.dark_kernel: 11 by default at every sigma (DarkPose's configs and mmpose 1.x's
+    codecs, sigma 2 and 3); 0 derives 6 sigma - 1 made odd (17 at sigma 3); decode's own
+    default is the config's."""
+    import inspect
+
+    from efafnet_jax.config import build_config
+    from efafnet_jax.data.codec import dark_kernel_size
+
+    config = build_config("coco", num_joints=17, spec="sbn", default_size=CROP_HW)
+    assert config.eval.dark_kernel == DARK_KERNEL == 11
+    assert inspect.signature(decode).parameters["dark_kernel"].default == DARK_KERNEL
+    assert [dark_kernel_size(sigma) for sigma in (2.0, 3.0)] == [11, 11]
+    assert [dark_kernel_size(sigma, 0) for sigma in (1.5, 2.0, 3.0)] == [9, 11, 17]
+    assert dark_kernel_size(3.0, 13) == 13
+    for bad in (-1, 12):
+        with pytest.raises(ValueError, match="eval.dark_kernel"):
+            dark_kernel_size(2.0, bad)
+    # decode blurs with the kernel it is given: a skewed peak moves with the blur.
+    heatmaps = sampled_gaussian(20.3, 15.6) + 0.5 * sampled_gaussian(24.0, 19.0, sigma=4.0)
+    argmax, _ = max_positions(heatmaps)
+    center, scale = np.array([[96.0, 128.0]]), np.array([[192 / 200, 256 / 200]])
+    decoded = {}
+    for kernel in (11, 17):
+        decoded[kernel], _ = decode(heatmaps, center, scale, True, "dark", 3.0, dark_kernel=kernel)
+        refined = dark_refine(heatmaps, argmax, kernel)
+        expected = to_image_coordinates(refined, center, scale, HEATMAP_HW)
+        np.testing.assert_array_equal(decoded[kernel], expected)
+    assert np.abs(decoded[11] - decoded[17]).max() > 0.01
 
 
 def test_unbiased_targets_on_device_equal_the_host_ones():
@@ -303,7 +336,9 @@ def test_evaluation_predict_and_export_follow_the_codec_settings(monkeypatch):
     exported = export_module.export_inference(config, {})
     assert shifts == {"evaluator": [False], "predictor": [False], "export": [False]}  # UDP's
     for name in paths:
-        assert decoded[name] and all(s == (True, "dark", d.sigma, True) for s, _ in decoded[name])
+        assert decoded[name] and all(
+            s == (True, "dark", d.sigma, True, config.eval.dark_kernel) for s, _ in decoded[name]
+        )
     # Each path answers with what it decoded, not with coordinates of its own.
     evaluated = np.concatenate([coords for _, coords in decoded["evaluator"]])
     np.testing.assert_array_equal(keypoints[..., :2], evaluated[: len(keypoints)])

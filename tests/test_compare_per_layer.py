@@ -104,7 +104,7 @@ def test_compare_command_per_layer_json():
     result = run_json_command(
         "efafnet_jax.interop.compare",
         "--config",
-        "configs/tiny.py:efafnet,64x64",
+        "tiny:efafnet,64x64",
         "--dtype",
         "float64",
         "--per-layer",

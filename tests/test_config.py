@@ -3,11 +3,11 @@
 import pytest
 from conftest import CONFIG_DIR
 
-from efafnet_jax.config import VARIANTS, load_config, parse_spec
+from efafnet_jax.config import VARIANTS, load_config, packaged_config_names, parse_spec
 from efafnet_jax.models import create_model
 from efafnet_jax.platform import for_this_machine, resolve_compute_dtype, resolve_conv_impl
 
-CONFIG_FILES = sorted(p.name for p in CONFIG_DIR.glob("*.py"))
+CONFIG_FILES = [f"{name}.py" for name in packaged_config_names()]
 
 
 @pytest.mark.parametrize("name", CONFIG_FILES)

@@ -278,5 +278,7 @@ def test_eval_command_on_the_coco_sample(tmp_path, trained_tiny):
     assert set(metrics) >= {"AP", "AP50", "AR"}
     results = json.loads((tmp_path / "results" / "val_keypoints.json").read_text())
     assert len(results) > 0 and len(results[0]["keypoints"]) == 51
+    assert metrics["step"] == 4 and metrics.pop("checkpoint") == trained_tiny.checkpoint
+    metrics.pop("step")  # the --json line also names the weights evaluated
     assert json.loads((tmp_path / "results" / "val_metrics.json").read_text()) == metrics
     assert len(list((tmp_path / "vis").glob("*.png"))) == 2

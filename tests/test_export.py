@@ -79,7 +79,7 @@ def test_export_command(tmp_path, trained_tiny):
     )
 
 
-SBN = "configs/tiny.py:sbn,64x64"  # a deconvolution head, no FSM
+SBN = "tiny:sbn,64x64"  # a deconvolution head, no FSM
 
 
 def _assert_native_transposed_convolutions(exported, config) -> None:
@@ -103,7 +103,7 @@ def _sbn_variables(config) -> dict:
 
 
 def test_export_lowers_native_transposed_convolutions_even_when_cpu_forms_are_asked():
-    config = load_test_config(str(REPO / SBN), conv_impl="cpu_gemm")
+    config = load_test_config(SBN, conv_impl="cpu_gemm")
     exported = export_inference(config, _sbn_variables(config))
     _assert_native_transposed_convolutions(exported, config)
 
@@ -112,7 +112,7 @@ def test_export_lowers_native_transposed_convolutions_even_when_cpu_forms_are_as
 def test_export_command_on_one_cpu_device_lowers_native_transposed_convolutions(tmp_path):
     """Exported on a one-device CPU, where the default conv_impl ("auto") means the CPU
     forms: the module holds the native transposed convolutions all the same."""
-    config = load_test_config(str(REPO / SBN))
+    config = load_test_config(SBN)
     checkpoint = tmp_path / "checkpoints" / "7"
     ocp.StandardCheckpointer().save(checkpoint / "state", {**_sbn_variables(config), "step": 7})
     ocp.StandardCheckpointer().wait_until_finished()

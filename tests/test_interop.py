@@ -255,7 +255,7 @@ def test_compare_command_json_and_checkpoint(tmp_path):
     result = run_json_command(
         "efafnet_jax.interop.compare",
         "--config",
-        "configs/tiny.py:sbn,64x64",
+        "tiny:sbn,64x64",
         "--torch-checkpoint",
         str(checkpoint),
         "--batch",

@@ -3,7 +3,8 @@ stop, resume and evaluate like one, in float64, to FLOAT64_SAME_RUN.
 
 Each run starts once per module: a straight one-process run (the reference); a
 two-process run that resumes its step-2 checkpoint, validates, saves the best state and is
-stopped by a SIGTERM to one process; that run resumed in one process to the end (and,
+stopped by a SIGTERM to one process, with its workdir in a bucket (gs://, a GCS API on
+localhost); that run resumed in one process to the end (and,
 beside it, the control without the optimiser state); eval.py in one and in two processes,
 each process initialising the weights.
 """
@@ -11,22 +12,24 @@ each process initialising the weights.
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import uuid
 
 import jax
 import pytest
-from conftest import FLOAT64_SAME_RUN, REPO, largest_relative_difference
+from conftest import FLOAT64_SAME_RUN, GCS_TEST_BUCKET, REPO, largest_relative_difference
+from etils import epath
+from gcs_emulator import copy_tree
 
 from efafnet_jax.data.synthetic import generate
 from efafnet_jax.weights import latest_checkpoint, restore_variables
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
-SPEC = "configs/tiny.py:efafnet,64x64"
+SPEC = "tiny:efafnet,64x64"
 # 19 training persons at a global batch of 8: 2 steps per epoch; 3 epochs.
 FINAL_STEP = 6
 
@@ -103,7 +106,9 @@ def _one_process(args: list[str], python_code: str | None = None) -> tuple[list[
     return [sys.executable, *(["-c", python_code] if python_code else []), *args], _env(4)
 
 
-def _process_group(args_of_rank: list[list[str]]) -> list[tuple[list[str], dict]]:
+def _process_group(
+    args_of_rank: list[list[str]], extra_env: dict[str, str]
+) -> list[tuple[list[str], dict]]:
     """(command, environment) of one jax.distributed process per entry, 2 devices each."""
     count, address = len(args_of_rank), f"localhost:{_free_port()}"
     return [
@@ -114,6 +119,7 @@ def _process_group(args_of_rank: list[list[str]]) -> list[tuple[list[str], dict]
                 JAX_COORDINATOR_ADDRESS=address,
                 JAX_NUM_PROCESSES=str(count),
                 JAX_PROCESS_ID=str(rank),
+                **extra_env,
             ),
         )
         for rank, args in enumerate(args_of_rank)
@@ -165,21 +171,21 @@ def _final_variables(workdir) -> tuple[int, dict]:
 def _validations(workdir) -> dict[int, dict]:
     """Step -> the validation metrics that metrics.jsonl holds for it."""
     found = {}
-    with open(workdir / "metrics.jsonl") as f:
-        for line in f:
-            entry = json.loads(line)
-            metrics = {k: v for k, v in entry.items() if k.startswith("val/")}
-            if metrics:
-                found[entry["step"]] = metrics
+    for line in epath.Path(workdir, "metrics.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        metrics = {k: v for k, v in entry.items() if k.startswith("val/")}
+        if metrics:
+            found[entry["step"]] = metrics
     return found
 
 
 def _eval_args(data_flags: list[str], out, batch_per_process: int) -> list[str]:
-    """eval.py without a checkpoint: every process initialises the weights itself."""
+    """eval.py on random weights: every process initialises them itself."""
     return [
         "eval.py",
         "--config",
         SPEC,
+        "--random_init",
         *data_flags,
         f"--config.eval.batch_size={batch_per_process}",
         "--config.eval.workers=0",
@@ -219,15 +225,17 @@ def straight(one_process):
 
 
 @pytest.fixture(scope="module")
-def two_processes(tmp_path_factory, data_flags, straight):
+def two_processes(gcs_environment, data_flags, straight):
     """Two processes resume the straight run's step-2 checkpoint (written by one process),
     validate at step 4 with no best score recorded, and stop: process 1 alone gets
-    SIGTERM, after step 3. (workdir, stderr by rank)."""
-    workdir = tmp_path_factory.mktemp("two_processes")
-    shutil.copytree(straight / "checkpoints" / "2", workdir / "checkpoints" / "2")
+    SIGTERM, after step 3. Their workdir is a gs:// URL (a GCS API on localhost): as on a
+    pod, every process writes its part of each checkpoint to the bucket. (workdir, stderr
+    by rank)."""
+    workdir = epath.Path(f"gs://{GCS_TEST_BUCKET}/two_processes-{uuid.uuid4().hex[:8]}")
+    copy_tree(straight / "checkpoints" / "2", workdir / "checkpoints" / "2")
     args = _train_args(data_flags, workdir)
     signalled = [*args, "--config.train.sigterm_self_at_step=3"]
-    outputs = _run_together(_process_group([args, signalled]))
+    outputs = _run_together(_process_group([args, signalled], gcs_environment))
     return workdir, [err for _, err in outputs]
 
 
@@ -259,7 +267,7 @@ def resumed(tmp_path_factory, data_flags, two_processes):
     root = tmp_path_factory.mktemp("resumed")
     workdir, control = root / "resumed", root / "control"
     for copy in (workdir, control):
-        shutil.copytree(stopped, copy)
+        copy_tree(stopped, copy)  # from the bucket: what the two processes wrote there
     [(_, err), _] = _run_together(
         [
             _one_process(_train_args(data_flags, workdir)),
@@ -347,7 +355,7 @@ def test_eval_in_two_processes_writes_what_one_process_writes(data_flags, one_pr
     """
     _, one, printed_by_one = one_process
     args = _eval_args(data_flags, tmp_path, 2)
-    [(printed, _), _] = _run_together(_process_group([args, args]))
+    [(printed, _), _] = _run_together(_process_group([args, args], {}))
     assert ": 11 persons" in printed
     last_line = [json.loads(out.strip().splitlines()[-1]) for out in (printed, printed_by_one)]
     assert last_line[0] == last_line[1]

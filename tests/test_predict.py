@@ -172,7 +172,7 @@ def test_whole_image_mode(trained_tiny, tmp_path):
 
 @pytest.fixture(scope="module")
 def quickstart_model(tmp_path_factory):
-    """A short run of configs/quickstart.py in a fresh workdir: half an epoch (31 steps),
+    """A short run of quickstart in a fresh workdir: half an epoch (31 steps),
     the learning rate decayed after three quarters of it; the end-of-run validation on the
     first 50 of the 200 generated val images (the images the test reads among them)."""
     workdir = tmp_path_factory.mktemp("quickstart")
@@ -210,7 +210,7 @@ def test_quickstart_model_finds_the_generated_joints(quickstart_model, tmp_path)
             boxes.setdefault(names[a["image_id"]], []).append([*a["bbox"], 1.0])
     (tmp_path / "boxes.json").write_text(json.dumps(boxes))
     _predict_with(
-        "configs/quickstart.py",
+        "quickstart",
         "--checkpoint",
         latest_checkpoint(str(quickstart_model)),
         "--images",

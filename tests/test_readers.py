@@ -101,7 +101,7 @@ def test_crowdpose_style_file_reads_without_area(tmp_path):
 
 
 def test_known_dataset_spec_wins_over_the_file_category(tmp_path):
-    config = load_config("configs/crowdpose.py")
+    config = load_config("crowdpose")
     config.data.val_ann = str(_crowdpose_file(tmp_path))
     config.data.val_images = str(COCO_DIR)
     records, _, spec = read_split(config.data, "val")
@@ -109,7 +109,7 @@ def test_known_dataset_spec_wins_over_the_file_category(tmp_path):
 
 
 def test_custom_spec_from_the_coco_category():
-    config = load_config("configs/coco.py")
+    config = load_config("coco")
     config.data.dataset = "my_people"
     config.data.train_ann = str(COCO_DIR / "test_coco.json")
     spec = spec_from_config(config.data)
@@ -119,7 +119,7 @@ def test_custom_spec_from_the_coco_category():
 
 
 def test_custom_spec_declared_in_the_config():
-    config = load_config("configs/coco.py")
+    config = load_config("coco")
     config.data.dataset = "hands"
     config.data.keypoints.names = ["wrist", "thumb", "index"]
     config.data.keypoints.flip_pairs = []

@@ -15,8 +15,21 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert _command_after("Tests (") in ci_lines
 
 
-def test_readme_test_command_pins_cpu_torch():
-    assert "pip install torch==2.13.0 &&" in _command_after("Tests (")
+def test_readme_test_command_installs_cpu_torch_and_the_constraints():
+    """The CPU build from PyTorch's CPU index (pip's default index serves a CUDA build on
+    Linux), then the project with the versions the suite last passed with."""
+    command = _command_after("Tests (")
+    cpu_torch = (
+        'pip install "torch==2.13.0+cpu" --extra-index-url https://download.pytorch.org/whl/cpu'
+    )
+    assert cpu_torch in command
+    assert "pip install -c constraints.txt -e " in command
+    pins = dict(
+        line.split("==")
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert pins["torch"] == "2.13.0" and pins["jax"], sorted(pins)
 
 
 def test_the_test_command_runs_every_test():

@@ -50,9 +50,7 @@ def test_sbn_fasm_r50_is_within_three_percent_of_table_viii():
 
 @pytest.mark.slow  # a command
 def test_summary_command_json_is_the_last_line():
-    last = run_json_command(
-        "efafnet_jax.models.summary", "--config", "configs/tiny.py:sbn_duc,128x96"
-    )
+    last = run_json_command("efafnet_jax.models.summary", "--config", "tiny:sbn_duc,128x96")
     assert set(last) >= {"params", "macs", "flops"}
     direct = summarize(load_test_config(f"{CONFIG_DIR / 'tiny.py'}:sbn_duc,128x96"))
     assert last["params"] == direct["params"] and last["macs"] == direct["macs"]

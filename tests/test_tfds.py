@@ -371,3 +371,87 @@ def test_an_interrupted_build_leaves_no_dataset_a_reader_accepts(tmp_path):
     unprepared = "Random access data source for file format FileFormat.TFRECORD is not supported"
     with pytest.raises(NotImplementedError, match=unprepared):
         tfds.data_source("coco_keypoints", split="val", data_dir=str(data_dir), download=False)
+
+
+def assert_same_split(a, b) -> None:
+    """Every TfdsSplit field equal (the head-box arrays value for value)."""
+    for field in dataclasses.fields(a):
+        x, y = getattr(a, field.name), getattr(b, field.name)
+        if field.name == "pckh" and x is not None and y is not None:
+            assert x.keys() == y.keys()
+            for key in x:
+                np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+        else:
+            assert x == y, field.name
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_the_annotations_file_gives_the_split_that_reading_every_example_gives(
+    tmp_path, caplog, name
+):
+    """Start-up reads the annotations file the builder wrote beside the shards; the same
+    dataset without it (as built before #28) is read example by example, with a warning
+    naming the folder and the rebuild command, into the same split."""
+    from efafnet_jax.data.tfds.annotations import annotations_path
+    from efafnet_jax.data.tfds.source import load_split
+
+    manual = LAYOUTS[name](tmp_path / "manual")
+    builder = _build(name, manual, tmp_path / "tfds", splits=("val",))
+    from_annotations = load_split.__wrapped__(name, str(tmp_path / "tfds"), "val")
+    annotations = annotations_path(builder.data_dir, name, "val")
+    annotations.rename(tmp_path / "annotations.npz")
+    with caplog.at_level("WARNING"):
+        from_examples = load_split.__wrapped__(name, str(tmp_path / "tfds"), "val")
+    assert f"{builder.data_dir} has no {annotations.name}" in caplog.text
+    assert f"python -m efafnet_jax.data.tfds.build --dataset {name} " in caplog.text
+    assert_same_split(from_annotations, from_examples)
+    assert from_annotations.content and from_annotations.positions
+    assert (from_annotations.detections is not None) == (name == "coco_keypoints")
+    assert (from_annotations.pckh is not None) == (name == "mpii")
+
+
+def test_start_up_reads_no_image_from_the_shards(tmp_path):
+    """With every shard overwritten by noise, the split's records still load (start-up
+    reads the annotations file alone), while reading an image fails, and so does
+    reading the split from its examples (the control: what start-up did before #28)."""
+    from efafnet_jax.data.splits import read_split, split_images
+    from efafnet_jax.data.tfds.annotations import annotations_path
+    from efafnet_jax.data.tfds.source import load_split
+
+    manual = _coco_layout(tmp_path / "manual")
+    builder = _build("coco_keypoints", manual, tmp_path / "tfds", splits=("val",))
+    data_dir = str(tmp_path / "tfds")
+    intact = load_split.__wrapped__("coco_keypoints", data_dir, "val")
+    noise = np.random.default_rng(0)
+    for shard in intact.shards:
+        with open(shard, "r+b") as f:
+            f.write(noise.bytes(os.path.getsize(shard)))
+    assert_same_split(load_split.__wrapped__("coco_keypoints", data_dir, "val"), intact)
+    _, built = _data_configs("coco_keypoints", manual, data_dir)
+    records = read_split(built, "val")[0]
+    assert len(records) > 5
+    corrupted = "Corrupted Riegeli/records file"
+    with pytest.raises(RuntimeError, match=corrupted):
+        split_images(built, "val").load(records[0])
+    annotations_path(builder.data_dir, "coco_keypoints", "val").unlink()
+    with pytest.raises(RuntimeError, match=corrupted):
+        load_split.__wrapped__("coco_keypoints", data_dir, "val")
+
+
+def test_an_annotations_file_that_disagrees_with_the_split_is_refused(tmp_path):
+    """Examples matched to the wrong shard positions would pair records with the wrong
+    images: an annotations file that does not hold the split's examples is refused."""
+    from efafnet_jax.data.records import BadRecordError
+    from efafnet_jax.data.tfds.annotations import (
+        annotations_path,
+        read_annotations,
+        write_annotations,
+    )
+    from efafnet_jax.data.tfds.source import load_split
+
+    manual = _coco_layout(tmp_path / "manual")
+    builder = _build("coco_keypoints", manual, tmp_path / "tfds", splits=("val",))
+    annotations = annotations_path(builder.data_dir, "coco_keypoints", "val")
+    write_annotations(annotations, read_annotations(annotations)[1:])
+    with pytest.raises(BadRecordError, match="holds 3 examples, the split 4: rebuild"):
+        load_split.__wrapped__("coco_keypoints", str(tmp_path / "tfds"), "val")

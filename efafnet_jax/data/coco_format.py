@@ -10,9 +10,9 @@ box. Detections follow `_load_coco_person_detection_results`.
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
+from etils import epath
 
 from efafnet_jax.data.json_files import finite_number, finite_numbers, load_json
 from efafnet_jax.data.keypoints import KeypointSpec
@@ -88,9 +88,10 @@ def read_coco_keypoints(
         by_image[image_id].append((i, ann))
 
     records = []
+    folder = epath.Path(image_dir)
     for image_id, anns in by_image.items():
         image = images[image_id]
-        path = os.path.join(image_dir, image["file_name"])
+        path = str(folder / image["file_name"])
         for position, ann in anns:
             where = f"{ann_file}: annotation id {_get(ann, 'id')} (image id {image_id})"
             try:
@@ -215,6 +216,7 @@ def read_detections(
     summary = ReadSummary(source=det_file)
     handler = BadRecordHandler(on_bad_record, summary)
     images, category, detections = load_detections(det_file, ann_file, det_content, gt_content)
+    folder = epath.Path(image_dir)
     records = []
     for i, det in enumerate(detections):
         where = f"{det_file}: detection {i} (image id {_get(det, 'image_id')})"
@@ -246,7 +248,7 @@ def read_detections(
         center, scale = box_to_center_scale(used_box, aspect_ratio)
         records.append(
             PersonRecord(
-                image_path=os.path.join(image_dir, image["file_name"]),
+                image_path=str(folder / image["file_name"]),
                 image_id=int(det["image_id"]),
                 center=center,
                 scale=scale,

@@ -3,12 +3,12 @@
 - `encode` (host, NumPy) and `encode_on_device` (JAX, inside the jitted step): the
   training targets, HRNet's unnormalised Gaussians (JointsDataset `generate_target`),
   centred at the nearest heatmap pixel ("msra") or at the exact sub-pixel location
-  ("unbiased", DARK's targets).
+  ("unbiased": DARK's targets, or UDP's under `udp`).
 - `activate`: the model's outputs -> heatmaps, by the model's `heatmap_activation`.
 - `flip_back`: heatmaps of mirrored crops -> heatmaps of the crops (flip test).
 - `decode`: heatmaps -> image keypoints and scores (HRNet lib/core/inference.py
   `get_final_preds`: argmax, quarter offset, inverse affine), or DARK's refinement of
-  the argmax in place of the quarter offset.
+  the argmax (UDP's own variant of it under `udp`) in place of the quarter offset.
 
 Heatmaps are channels-last [..., h, w, K] everywhere. Sizes are (height, width).
 """
@@ -27,6 +27,10 @@ from efafnet_jax.data.transforms import affine_matrix, affine_points
 
 TARGET_ENCODINGS = ("msra", "unbiased")
 DECODERS = ("quarter_offset", "dark")
+# DARK's blur kernel at every sigma, the references' choice: DarkPose's TEST.BLUR_KERNEL in
+# all its COCO configs (sigma 2 and 3), and mmpose 1.x's `blur_kernel_size` default, which
+# its UDP and DARK configs keep at sigma 3 (mmpose/codecs/udp_heatmap.py, msra_heatmap.py).
+DARK_KERNEL = 11
 
 
 def target_encoding_for(encoding: str, udp: bool) -> str:
@@ -77,12 +81,15 @@ def encode(
     [int(mu - 3 sigma), int(mu + 3 sigma + 1)), clipped to the map. The weight is
     the visibility, set to 0 when the window lies wholly off the map; weights then
     multiply by `joint_weights` if given. Vectorised over joints (no Python loop),
-    with the reference's window values. "unbiased": see `_unbiased_targets`.
+    with the reference's window values. "unbiased" under `udp`: UDP's targets
+    (mmpose mmpose/codecs/udp_heatmap.py `UDPHeatmap`, gaussian), the same window and
+    weight as "msra", filled with the Gaussian centred at the exact joint / stride.
+    "unbiased" otherwise: DARK's, see `_unbiased_targets`.
     """
     stride = heatmap_stride(crop_hw, heatmap_hw, udp)
-    if encoding == "unbiased":
+    if encoding == "unbiased" and not udp:
         return _unbiased_targets(joints, visibility, stride, heatmap_hw, sigma, joint_weights)
-    if encoding != "msra":
+    if encoding not in TARGET_ENCODINGS:
         raise ValueError(
             f"data.target_encoding must be one of {TARGET_ENCODINGS}, got {encoding!r}"
         )
@@ -91,9 +98,15 @@ def encode(
     height, width = heatmap_hw
     weight = np.asarray(visibility, np.float32).reshape(num_joints).copy()
     radius = sigma * 3
-    mu = _truncate(joints[:, :2] / stride + 0.5)
+    scaled = joints[:, :2] / stride
+    mu = _truncate(scaled + 0.5)
     ul = _truncate(mu - radius)
     br = _truncate(mu + radius + 1)
+    # UDP tests the same window around the rounded centre (mmpose
+    # mmpose/codecs/utils/gaussian_heatmap.py `generate_udp_gaussian_heatmaps`), so a
+    # joint whose window only touches the map's edge (br = 0) keeps its weight with an
+    # empty map. The reference skips visibility < 0.5 before this test and HRNet after
+    # it; visibilities are 0 or 1 here, which the two treat alike.
     off_map = (ul[:, 0] >= width) | (ul[:, 1] >= height) | (br[:, 0] < 0) | (br[:, 1] < 0)
     weight[off_map] = 0
 
@@ -109,7 +122,13 @@ def encode(
     k, iy, ix = np.nonzero(valid)
     target = np.zeros((height, width, num_joints), np.float32)  # channels last, as batched
     flat_index = (ys[k, iy] * width + xs[k, ix]) * num_joints + k
-    target.reshape(-1)[flat_index] = window[iy, ix]
+    if encoding == "msra":
+        target.reshape(-1)[flat_index] = window[iy, ix]
+    else:
+        # UDP: the window's centre, size // 2, moves by the joint's sub-pixel remainder.
+        centre = (2 * radius + 1) // 2 + (scaled - mu)  # [K, 2], in window offsets
+        squared = (ix - centre[k, 0]) ** 2 + (iy - centre[k, 1]) ** 2
+        target.reshape(-1)[flat_index] = np.exp(-squared / (2 * sigma**2))
     if joint_weights is not None:
         weight = weight * np.asarray(joint_weights, np.float32)
     return target, weight
@@ -158,13 +177,13 @@ def encode_on_device(
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """`encode` for a batch, in JAX: joints [B, K, 2] -> heatmaps [B, h, w, K], weights [B, K].
 
-    The same window placement and truncations as `encode`, evaluated densely (a
-    mask over the map) instead of scattered, in float32.
+    The same window placement, truncations and (under `udp`) centre shift as `encode`,
+    evaluated densely (a mask over the map) instead of scattered, in float32.
     """
     height, width = heatmap_hw
     stride = jnp.asarray(heatmap_stride(crop_hw, heatmap_hw, udp), jnp.float32)
     radius = sigma * 3
-    if encoding == "unbiased":
+    if encoding == "unbiased" and not udp:
         mu = joints.astype(jnp.float32) / stride
         ul, br = mu - radius, mu + radius + 1
         off_map = (ul[..., 0] >= width) | (ul[..., 1] >= height)
@@ -177,13 +196,14 @@ def encode_on_device(
         if joint_weights is not None:
             weight = weight * jnp.asarray(joint_weights, jnp.float32)
         return target, weight
-    if encoding != "msra":
+    if encoding not in TARGET_ENCODINGS:
         raise ValueError(
             f"data.target_encoding must be one of {TARGET_ENCODINGS}, got {encoding!r}"
         )
     size = 2 * sigma * 3 + 1
     center = size // 2
-    mu = jnp.trunc(joints.astype(jnp.float32) / stride + 0.5)
+    scaled = joints.astype(jnp.float32) / stride
+    mu = jnp.trunc(scaled + 0.5)
     ul = jnp.trunc(mu - radius)
     br = jnp.trunc(mu + radius + 1)
     off_map = (ul[..., 0] >= width) | (ul[..., 1] >= height) | (br[..., 0] < 0) | (br[..., 1] < 0)
@@ -195,6 +215,9 @@ def encode_on_device(
 
     off_x, in_x = window_offsets(jnp.arange(width, dtype=jnp.float32), ul[..., 0], br[..., 0])
     off_y, in_y = window_offsets(jnp.arange(height, dtype=jnp.float32), ul[..., 1], br[..., 1])
+    if encoding == "unbiased":  # UDP: the window's centre moves by the sub-pixel remainder
+        remainder = scaled - mu
+        off_x, off_y = off_x - remainder[..., :1], off_y - remainder[..., 1:]
     # One float32 exp of the summed squares, as the host window is computed.
     exponent = (off_y[..., :, None] - center) ** 2 + (off_x[..., None, :] - center) ** 2
     values = jnp.exp(-exponent / (2 * sigma**2))  # [B, K, h, w]
@@ -267,10 +290,15 @@ def quarter_offset(heatmaps: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return coords + offset * inside[..., None]
 
 
-def dark_kernel_size(sigma: float) -> int:
-    """DARK's blur kernel for a training sigma: 6 sigma - 1, odd (11 at sigma 2, the
-    DarkPose configs' TEST.BLUR_KERNEL); cv2 derives the blur's own sigma from it
-    (0.3 ((k - 1) / 2 - 1) + 0.8 = 2.0 at k = 11)."""
+def dark_kernel_size(sigma: float, kernel_size: int = DARK_KERNEL) -> int:
+    """DARK's blur kernel (`eval.dark_kernel`): `kernel_size` when it is set (> 0, odd),
+    else, with 0, derived from the training sigma as 6 sigma - 1 made odd (11 at sigma 2,
+    17 at sigma 3, mmpose 0.x's `modulate_kernel` at 384x288). cv2 derives the blur's own
+    sigma from the kernel (0.3 ((k - 1) / 2 - 1) + 0.8 = 2.0 at k = 11)."""
+    if kernel_size < 0 or (kernel_size and kernel_size % 2 == 0):
+        raise ValueError(f"eval.dark_kernel must be 0 or odd and positive, got {kernel_size}")
+    if kernel_size:
+        return int(kernel_size)
     size = int(round(6 * sigma - 1))
     return size if size % 2 else size + 1
 
@@ -292,15 +320,15 @@ def blur_maps(heatmaps: np.ndarray, kernel_size: int) -> np.ndarray:
     return blurred
 
 
-def dark_refine(heatmaps: np.ndarray, coords: np.ndarray, sigma: float) -> np.ndarray:
+def dark_refine(heatmaps: np.ndarray, coords: np.ndarray, kernel_size: int) -> np.ndarray:
     """DARK's sub-pixel step (Zhang et al., CVPR 2020, Eq. 5; DarkPose `get_final_preds`
-    and `taylor`). Each map is blurred (`blur_maps`, kernel `dark_kernel_size`), rescaled
-    so that its maximum is the original's, floored at 1e-10 and logged; then one Newton
+    and `taylor`). Each map is blurred (`blur_maps`, kernel `kernel_size`), rescaled so
+    that its maximum is the original's, floored at 1e-10 and logged; then one Newton
     step x - H^-1 g from the argmax, with central differences, where 1 < x < w - 2 and
     1 < y < h - 2 and H is invertible. Only the 13 values the step reads are rescaled,
     floored and logged."""
     n, h, w, k = heatmaps.shape
-    blurred = blur_maps(heatmaps, dark_kernel_size(sigma))
+    blurred = blur_maps(heatmaps, kernel_size)
     batch, joint = np.arange(n)[:, None], np.arange(k)[None, :]
     px = coords[..., 0].astype(np.int64)
     py = coords[..., 1].astype(np.int64)
@@ -328,6 +356,55 @@ def dark_refine(heatmaps: np.ndarray, coords: np.ndarray, sigma: float) -> np.nd
     return coords + offset
 
 
+def udp_dark_refine(
+    heatmaps: np.ndarray, coords: np.ndarray, scores: np.ndarray, kernel_size: int
+) -> np.ndarray:
+    """UDP's sub-pixel step (mmpose mmpose/codecs/utils/refinement.py
+    `refine_keypoints_dark_udp`, from the UDP authors' `post_dark_udp`), float32 coords.
+
+    Each map is blurred and rescaled to its maximum as DARK's (`blur_maps`), clipped to
+    [1e-3, 50] and logged. Then one Newton step x - (H + eps I)^-1 g from the argmax,
+    with eps float32's epsilon and differences over one pixel: g = central differences,
+    H's diagonal the second differences (no 1/4), its cross term 1/2 the sum of the two
+    one-sided mixed differences at (x, y), toward (+1, +1) and (-1, -1). There is no
+    border guard: a neighbour off the map reads the nearest edge pixel (the reference's
+    edge padding). Departures, where the reference has no usable answer: joints whose
+    maximum is <= 0 stay at `max_positions`' (0, 0) (from its -1 marker the reference
+    reads part of the neighbourhood out of another map), and a singular H + eps I (the
+    reference raises) leaves the argmax.
+    """
+    n, h, w, k = heatmaps.shape
+    blurred = blur_maps(heatmaps, kernel_size)
+    batch, joint = np.arange(n)[:, None], np.arange(k)[None, :]
+    px = coords[..., 0].astype(np.int64)
+    py = coords[..., 1].astype(np.int64)
+    top = blurred.reshape(n, h * w, k).max(axis=1)
+    positive = scores > 0
+    rescale = np.divide(scores, top, out=np.zeros_like(top), where=positive & (top != 0))
+
+    def at(dy: int, dx: int) -> np.ndarray:
+        row, col = np.clip(py + dy, 0, h - 1), np.clip(px + dx, 0, w - 1)
+        return np.log(np.clip(blurred[batch, row, col, joint] * rescale, 1e-3, 50.0))
+
+    centre, right, left, below, above = at(0, 0), at(0, 1), at(0, -1), at(1, 0), at(-1, 0)
+    # float32 differences, in the reference's order of terms.
+    dx = 0.5 * (right - left)
+    dy = 0.5 * (below - above)
+    dxx = right - 2 * centre + left
+    dyy = below - 2 * centre + above
+    dxy = 0.5 * (at(1, 1) - right - below + centre + centre - left - above + at(-1, -1))
+    # (H + eps I)^-1 g in float64, as the reference's float64 identity promotes it.
+    eps = float(np.finfo(np.float32).eps)
+    a, b, d = dxx.astype(np.float64) + eps, dxy.astype(np.float64), dyy.astype(np.float64) + eps
+    det = a * d - b * b
+    usable = positive & (det != 0)
+    safe = np.where(usable, det, 1.0)
+    offset_x = (d * dx - b * dy) / safe
+    offset_y = (a * dy - b * dx) / safe
+    offset = np.stack([offset_x, offset_y], axis=-1) * usable[..., None]
+    return (coords.astype(np.float64) - offset).astype(np.float32)
+
+
 def to_image_coordinates(
     coords: np.ndarray,
     centers: np.ndarray,
@@ -352,17 +429,21 @@ def decode(
     decoder: str = "quarter_offset",
     sigma: float = 2.0,
     udp: bool = False,
+    dark_kernel: int = DARK_KERNEL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """HRNet `get_final_preds`: (image coords [N, K, 2], scores [N, K]). With
     `post_process` the argmax is refined by `decoder`: HRNet's quarter offset, or DARK's
-    Newton step (which needs the training `sigma`). Scores are the maps' maxima. `udp`:
-    heatmap pixels map back to the image by UDP's unit lengths."""
+    Newton step (UDP's variant of it under `udp`) with the blur kernel
+    `dark_kernel_size(sigma, dark_kernel)`. Scores are the maps' maxima. `udp`: heatmap
+    pixels map back to the image by UDP's unit lengths."""
     if decoder not in DECODERS:
         raise ValueError(f"eval.decoder must be one of {DECODERS}, got {decoder!r}")
     heatmaps = np.asarray(heatmaps, np.float32)
     coords, scores = max_positions(heatmaps)
-    if post_process and decoder == "dark":
-        coords = dark_refine(heatmaps, coords, sigma)
+    if post_process and decoder == "dark" and udp:
+        coords = udp_dark_refine(heatmaps, coords, scores, dark_kernel_size(sigma, dark_kernel))
+    elif post_process and decoder == "dark":
+        coords = dark_refine(heatmaps, coords, dark_kernel_size(sigma, dark_kernel))
     elif post_process:
         coords = quarter_offset(heatmaps, coords)
     return to_image_coordinates(coords, centers, scales, heatmaps.shape[1:3], udp), scores

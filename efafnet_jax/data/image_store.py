@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
+from etils import epath
 
 from efafnet_jax.data.images import decode_image, read_image
 from efafnet_jax.data.records import BadRecordError, PersonRecord, image_label
@@ -40,7 +40,8 @@ class ShardedImages:
 
     Records keep paths of the form <folder>/<file name>, so that file and sharded
     stores serve the same records; the shards are opened lazily in each worker
-    process. Subclasses say how a stored record holds the encoded image.
+    process. Subclasses say how a stored record holds the encoded image. ArrayRecord
+    reads gs:// shards with its own GCS client (google-cloud-cpp), not through epath.
     """
 
     def __init__(self, shards: list[str], folder: str, positions: dict[str, int], where: str):
@@ -55,7 +56,10 @@ class ShardedImages:
         return stored
 
     def load(self, record: PersonRecord, rgb: bool = True) -> np.ndarray:
-        name = os.path.relpath(record.image_path, self.folder)
+        try:
+            name = str(epath.Path(record.image_path).relative_to(self.folder))
+        except ValueError:  # a path outside the folder: not one of its images
+            name = record.image_path
         if name not in self.positions:
             raise BadRecordError(
                 f"image {name} (image id {record.image_id}) is not in {self.where}"
@@ -69,16 +73,16 @@ class ShardedImages:
 
 
 class PackedImages(ShardedImages):
-    """Reads JPEG bytes from a pack folder: shards plus index.json {file name: position}."""
+    """Reads JPEG bytes from a pack folder (a local path or a URL): shards plus index.json
+    {file name: position}."""
 
     def __init__(self, pack_dir: str):
-        index_path = os.path.join(pack_dir, PACK_INDEX)
-        if not os.path.isfile(index_path):
+        folder = epath.Path(pack_dir)
+        if not (folder / PACK_INDEX).is_file():
             raise BadRecordError(f"{pack_dir} is not a pack folder: {PACK_INDEX} is missing")
-        with open(index_path) as f:
-            index = json.load(f)
-        shards = [os.path.join(pack_dir, name) for name in index["shards"]]
-        missing = [s for s in shards if not os.path.isfile(s)]
+        index = json.loads((folder / PACK_INDEX).read_text())
+        shards = [str(folder / name) for name in index["shards"]]
+        missing = [s for s in shards if not epath.Path(s).is_file()]
         if missing:
             raise BadRecordError(f"pack {pack_dir}: shard {missing[0]} is missing")
         super().__init__(shards, pack_dir, index["images"], f"the pack {pack_dir}")
@@ -86,6 +90,6 @@ class PackedImages(ShardedImages):
 
 def image_store(images_dir: str):
     """PackedImages for a pack folder, else FileImages."""
-    if os.path.isfile(os.path.join(images_dir, PACK_INDEX)):
+    if (epath.Path(images_dir) / PACK_INDEX).is_file():
         return PackedImages(images_dir)
     return FileImages()

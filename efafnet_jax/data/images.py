@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import cv2
 import numpy as np
 
-from efafnet_jax.data.records import BadRecordError, image_label
+from efafnet_jax.data.records import BadRecordError, image_label, read_file
 
 # HRNet JointsDataset reads with IMREAD_COLOR | IMREAD_IGNORE_ORIENTATION (EXIF
 # orientation is ignored: COCO's keypoints are in the stored pixel grid).
@@ -29,12 +27,6 @@ def decode_image(data: bytes, path: str, image_id: int, rgb: bool = True) -> np.
 
 
 def read_image(path: str, image_id: int, rgb: bool = True) -> np.ndarray:
-    """The image at `path` as [H, W, 3] uint8 RGB (or BGR with rgb=False)."""
-    if not os.path.isfile(path):
-        raise BadRecordError(f"{image_label(path, image_id)} does not exist")
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as err:
-        raise BadRecordError(f"{image_label(path, image_id)} cannot be read: {err}") from err
-    return decode_image(data, path, image_id, rgb)
+    """The image at `path` (a local path or a URL) as [H, W, 3] uint8 RGB (or BGR with
+    rgb=False)."""
+    return decode_image(read_file(path, image_label(path, image_id)), path, image_id, rgb)

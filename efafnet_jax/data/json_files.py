@@ -1,30 +1,30 @@
-"""Loading annotation JSON with errors that name the file and the problem."""
+"""Loading annotation JSON (a local path or a URL) with errors that name the file and
+the problem."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 
-from efafnet_jax.data.records import BadRecordError
+from etils import epath
+
+from efafnet_jax.data.records import BadRecordError, read_file
 
 
 def load_json(path: str):
     """Parses `path`; a missing, unreadable, truncated or malformed file raises BadRecordError."""
-    if os.path.isdir(path):
+    if path and epath.Path(path).is_dir():  # epath.Path('') is the current folder
         raise BadRecordError(f"{path} is a directory, not a JSON file")
-    if not os.path.isfile(path):
-        raise BadRecordError(f"annotation file {path} does not exist")
+    data = read_file(path, f"annotation file {path}")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as err:
         raise BadRecordError(
             f"annotation file {path} is not valid JSON (truncated or "
             f"malformed): {err.msg} at line {err.lineno} column {err.colno}"
         ) from err
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
         raise BadRecordError(f"annotation file {path} cannot be read: {err}") from err
 
 

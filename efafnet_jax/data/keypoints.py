@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
+
+from efafnet_jax.data.json_files import load_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +119,7 @@ def spec_from_coco_category(ann_file: str, name: str = "custom") -> KeypointSpec
     pair `left_X` with `right_X`; sigmas default to DEFAULT_SIGMA; the upper body is
     every joint before the first hip.
     """
-    with open(ann_file) as f:
-        categories = json.load(f).get("categories") or []
+    categories = load_json(ann_file).get("categories") or []
     people = [c for c in categories if c.get("keypoints")]
     if not people:
         raise ValueError(f"{ann_file}: no category with a 'keypoints' list")

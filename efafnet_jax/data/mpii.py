@@ -7,10 +7,11 @@ unless centre x is -1, centre y += 15 * s and s *= 1.25; then the 1-based
 
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
 import scipy.io
+from etils import epath
 
 from efafnet_jax.data.json_files import finite_number, finite_numbers, load_json
 from efafnet_jax.data.keypoints import KeypointSpec
@@ -20,6 +21,7 @@ from efafnet_jax.data.records import (
     PersonRecord,
     ReadSummary,
     drop_missing_images,
+    read_file,
 )
 
 
@@ -43,6 +45,7 @@ def read_mpii(
     if not isinstance(entries, list):
         raise BadRecordError(f"MPII file {json_file} is not a JSON list of persons")
     image_ids: dict[str, int] = {}
+    images = epath.Path(image_dir)
     records = []
     for i, entry in enumerate(entries):
         name = entry.get("image") if isinstance(entry, dict) else None
@@ -65,7 +68,7 @@ def read_mpii(
         image_id = image_ids.setdefault(name, len(image_ids))
         records.append(
             PersonRecord(
-                image_path=os.path.join(image_dir, name),
+                image_path=str(images / name),
                 image_id=image_id,
                 center=center - 1,
                 scale=scale,
@@ -104,16 +107,21 @@ def _same_person(rect, center: np.ndarray, scale: float) -> bool:
     )
 
 
+def mat_contents(mat_file: str, label: str) -> io.BytesIO:
+    """A .mat file (a local path or a URL) as the file object that scipy.io reads;
+    BadRecordError, starting with `label`, when it cannot be read."""
+    return io.BytesIO(read_file(mat_file, label))
+
+
 def read_gt_valid(mat_file: str) -> dict[str, np.ndarray]:
     """HRNet's annot/gt_valid.mat: head boxes and the GT used by PCKh.
 
     Returns headboxes [N, 2, 2] (per person: top-left and bottom-right, x and y),
     joint_missing [N, K] bool and joints [N, K, 2] (1-based, as stored).
     """
-    if not os.path.isfile(mat_file):
-        raise BadRecordError(f"head-box file {mat_file} does not exist")
+    contents = mat_contents(mat_file, f"head-box file {mat_file}")
     try:
-        mat = scipy.io.loadmat(mat_file)
+        mat = scipy.io.loadmat(contents)
     except Exception as err:  # scipy raises several types for a bad .mat
         raise BadRecordError(f"head-box file {mat_file} cannot be read: {err}") from err
     for field in ("headboxes_src", "jnt_missing", "pos_gt_src"):
@@ -133,9 +141,10 @@ def headboxes_from_official(mat_file: str, records: list[PersonRecord]) -> np.nd
     annorect(j).{x1, y1, x2, y2} is the head box of the person whose objpos and scale
     the HRNet JSON's centre and scale were taken from; records are matched on those.
     """
+    contents = mat_contents(mat_file, f"MPII annotation file {mat_file}")
     try:
-        release = scipy.io.loadmat(mat_file, struct_as_record=False, squeeze_me=True)["RELEASE"]
-    except Exception as err:  # a missing file, a bad .mat or no RELEASE struct
+        release = scipy.io.loadmat(contents, struct_as_record=False, squeeze_me=True)["RELEASE"]
+    except Exception as err:  # a bad .mat or no RELEASE struct
         raise BadRecordError(f"MPII annotation file {mat_file} cannot be read: {err}") from err
     people: dict[str, list] = {}
     for item in np.atleast_1d(release.annolist):
@@ -147,7 +156,7 @@ def headboxes_from_official(mat_file: str, records: list[PersonRecord]) -> np.nd
         scale = record.scale[0] / 1.25
         center = np.array(record.center, np.float64) + 1
         center[1] -= 15 * scale
-        name = os.path.basename(record.image_path)
+        name = epath.Path(record.image_path).name
         match = [r for r in people.get(name, []) if _same_person(r, center, scale)]
         if not match:
             raise BadRecordError(

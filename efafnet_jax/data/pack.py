@@ -5,21 +5,21 @@
 The pack folder holds images-SSSSS-of-NNNNN.array_record (raw JPEG bytes, one
 image per record), index.json ({file name: position}) and a copy of the
 annotation file. Point `data.train_images` (or `val_images`) at the folder; the
-annotation file is read as before.
+annotation file is read as before. Each path may be a URL (gs://bucket/...).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import tempfile
 
 from absl import flags
+from etils import epath
 
 from efafnet_jax.cli import run
 from efafnet_jax.data.image_store import PACK_INDEX
 from efafnet_jax.data.json_files import load_json
-from efafnet_jax.data.records import BadRecordError
+from efafnet_jax.data.records import BadRecordError, is_url, read_file
 
 
 def image_names(ann_file: str) -> list[str]:
@@ -41,25 +41,31 @@ def pack(ann_file: str, images_dir: str, out_dir: str, shards: int = 1) -> dict:
     names = image_names(ann_file)
     if shards < 1:
         raise ValueError(f"--shards must be >= 1, got {shards}")
-    os.makedirs(out_dir, exist_ok=True)
+    out, images = epath.Path(out_dir), epath.Path(images_dir)
+    out.mkdir(parents=True, exist_ok=True)
     shard_names = [f"images-{s:05d}-of-{shards:05d}.array_record" for s in range(shards)]
     per_shard = -(-len(names) // shards)
     positions = {}
-    for s, shard_name in enumerate(shard_names):
-        writer = ArrayRecordWriter(os.path.join(out_dir, shard_name), "group_size:1")
-        for name in names[s * per_shard : (s + 1) * per_shard]:
-            path = os.path.join(images_dir, name)
-            if not os.path.isfile(path):
+    # ArrayRecord writes local files only: shards for a URL are written to local scratch
+    # first, one at a time.
+    with tempfile.TemporaryDirectory(prefix="efafnet-pack-") as scratch:
+        staging = epath.Path(scratch) if is_url(out_dir) else out
+        for s, shard_name in enumerate(shard_names):
+            writer = ArrayRecordWriter(str(staging / shard_name), "group_size:1")
+            try:
+                for name in names[s * per_shard : (s + 1) * per_shard]:
+                    path = images / name
+                    writer.write(read_file(str(path), f"image file {path} named in {ann_file}"))
+                    positions[name] = len(positions)
+            finally:
                 writer.close()
-                raise BadRecordError(f"image file {path} named in {ann_file} does not exist")
-            with open(path, "rb") as f:
-                writer.write(f.read())
-            positions[name] = len(positions)
-        writer.close()
-    index = {"images": positions, "shards": shard_names, "annotations": os.path.basename(ann_file)}
-    shutil.copyfile(ann_file, os.path.join(out_dir, os.path.basename(ann_file)))
-    with open(os.path.join(out_dir, PACK_INDEX), "w") as f:
-        json.dump(index, f)
+            if staging != out:
+                (staging / shard_name).copy(out / shard_name, overwrite=True)
+                (staging / shard_name).unlink()
+    ann_name = epath.Path(ann_file).name
+    index = {"images": positions, "shards": shard_names, "annotations": ann_name}
+    epath.Path(ann_file).copy(out / ann_name, overwrite=True)
+    (out / PACK_INDEX).write_text(json.dumps(index))
     return index
 
 
@@ -70,9 +76,14 @@ def main(argv):
     print(f"packed {len(index['images'])} images into {len(index['shards'])} shard(s) in {f.out}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The efafnet-pack-images console script."""
     flags.DEFINE_string("ann", None, "Annotation file (COCO format or MPII JSON).", required=True)
     flags.DEFINE_string("images", None, "Folder the file names are relative to.", required=True)
-    flags.DEFINE_string("out", None, "Pack folder to write.", required=True)
+    flags.DEFINE_string("out", None, "Pack folder (or URL) to write.", required=True)
     flags.DEFINE_integer("shards", 1, "Number of ArrayRecord shards.")
     run(main)
+
+
+if __name__ == "__main__":
+    cli()

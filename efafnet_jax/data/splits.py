@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import ml_collections
+from etils import epath
 
 from efafnet_jax.data.coco_format import read_coco_keypoints, read_detections
 from efafnet_jax.data.codec import target_encoding_for
@@ -112,12 +111,14 @@ def check_split_paths(data: ml_collections.ConfigDict, split: str) -> None:
         path = data.get(key) or ""
         if not path and key == "val_detections":
             continue  # optional: GT boxes
-        if not os.path.exists(path):
+        # A path may be a URL (gs://...); epath.Path('') would be the current folder.
+        if not path or not epath.Path(path).exists():
             hint = " (a custom dataset sets or clears it: README, Datasets)" if path else ""
             raise BadRecordError(f"data.{key}={path!r}: no such {kind}{hint}")
-        if kind == "file" and os.path.isdir(path):
+        is_dir = epath.Path(path).is_dir()
+        if kind == "file" and is_dir:
             raise BadRecordError(f"data.{key}={path!r} is a directory, not a file")
-        if kind == "directory" and not os.path.isdir(path):
+        if kind == "directory" and not is_dir:
             raise BadRecordError(f"data.{key}={path!r} is a file, not a directory")
 
 

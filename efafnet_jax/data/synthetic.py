@@ -3,21 +3,22 @@
     python -m efafnet_jax.data.synthetic --out DIR --train 2000 --val 200 --seed 0
 
 writes DIR/images/{train,val}/*.jpg, DIR/annotations/person_keypoints_{train,val}.json
-and DIR/annotations/detections_val.json. Several figures per image at varied scale,
-rotation and pose, over textured backgrounds, partly occluded by each other and by
-clutter, and truncated at the image border. Visibility follows COCO: 2 visible,
-1 labelled but occluded, 0 (at 0, 0) outside the image. `area` is the number of
-pixels the figure covers. Same arguments, byte-identical files.
+and DIR/annotations/detections_val.json (DIR a folder or a URL, gs://bucket/data).
+Several figures per image at varied scale, rotation and pose, over textured
+backgrounds, partly occluded by each other and by clutter, and truncated at the
+image border. Visibility follows COCO: 2 visible, 1 labelled but occluded, 0 (at 0, 0)
+outside the image. `area` is the number of pixels the figure covers. Same arguments,
+byte-identical files.
 """
 
 from __future__ import annotations
 
 import json
-import os
 
 import cv2
 import numpy as np
 from absl import flags
+from etils import epath
 
 from efafnet_jax.cli import run
 from efafnet_jax.data.figures import draw_figure, pose_figure, textured_background
@@ -110,8 +111,8 @@ def write_split(
     out_dir: str, split: str, count: int, seed: int, first_id: int
 ) -> tuple[dict, list[dict]]:
     """Renders `count` images of one split; returns the COCO dict and detections."""
-    image_dir = os.path.join(out_dir, "images", split)
-    os.makedirs(image_dir, exist_ok=True)
+    image_dir = epath.Path(out_dir) / "images" / split
+    image_dir.mkdir(parents=True, exist_ok=True)
     images, annotations, detections = [], [], []
     for n in range(count):
         image_id = first_id + n
@@ -122,8 +123,7 @@ def write_split(
         ok, encoded = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             raise RuntimeError(f"JPEG encoding failed for {file_name}")
-        with open(os.path.join(image_dir, file_name), "wb") as f:
-            f.write(encoded.tobytes())
+        (image_dir / file_name).write_bytes(encoded.tobytes())
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         for person in persons:
             kpts = person["keypoints"]
@@ -157,23 +157,23 @@ def write_split(
 
 
 def generate(out_dir: str, train: int, val: int, seed: int) -> dict[str, str]:
-    """Writes the dataset; returns the paths of its annotation files."""
-    ann_dir = os.path.join(out_dir, "annotations")
-    os.makedirs(ann_dir, exist_ok=True)
+    """Writes the dataset under `out_dir` (a folder or a URL); returns the paths of its
+    annotation files."""
+    ann_dir = epath.Path(out_dir) / "annotations"
+    ann_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, count, first_id in (("train", train, 1), ("val", val, 1_000_000)):
         coco, detections = write_split(out_dir, split, count, seed, first_id)
-        paths[split] = os.path.join(ann_dir, f"person_keypoints_{split}.json")
+        paths[split] = str(ann_dir / f"person_keypoints_{split}.json")
         _write_json(paths[split], coco)
         if split == "val":
-            paths["detections"] = os.path.join(ann_dir, "detections_val.json")
+            paths["detections"] = str(ann_dir / "detections_val.json")
             _write_json(paths["detections"], detections)
     return paths
 
 
 def _write_json(path: str, data) -> None:
-    with open(path, "w") as f:
-        json.dump(data, f, separators=(",", ":"), sort_keys=True)
+    epath.Path(path).write_text(json.dumps(data, separators=(",", ":"), sort_keys=True))
 
 
 def main(argv):
@@ -184,9 +184,14 @@ def main(argv):
         print(f"{name}: {path}")
 
 
-if __name__ == "__main__":
-    flags.DEFINE_string("out", None, "Output folder.", required=True)
+def cli() -> None:
+    """The efafnet-generate-data console script."""
+    flags.DEFINE_string("out", None, "Output folder or URL (gs://...).", required=True)
     flags.DEFINE_integer("train", 2000, "Training images.")
     flags.DEFINE_integer("val", 200, "Validation images.")
     flags.DEFINE_integer("seed", 0, "Seed: the same arguments write the same bytes.")
     run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -106,19 +106,23 @@ def udp_matrix(
     inverse: bool = False,
 ) -> np.ndarray:
     """UDP's image -> output matrix (Huang et al., CVPR 2020, Sec. 3.2; mmpose
-    `get_udp_warp_matrix`): lengths are measured in unit lengths, so the box's
-    [centre - size/2, centre + size/2] maps onto [0, output size - 1] in each direction,
-    rotated by `rotation` degrees about the centre. The box size is scale * 200 in both
-    directions (the aspect is fixed by `box_to_center_scale`). A flip of the output,
-    x -> (width - 1) - x, is then the flip of the box about its centre: no half-pixel
-    shift."""
+    mmpose/structures/bbox/transforms.py `get_udp_warp_matrix`): lengths are measured in
+    unit lengths, so the box's [centre - size/2, centre + size/2] maps onto
+    [0, output size - 1] in each direction, rotated by `rotation` degrees about the
+    centre. The box size is scale * 200 in both directions (the aspect is fixed by
+    `box_to_center_scale`). A flip of the output, x -> (width - 1) - x, is then the flip
+    of the box about its centre: no half-pixel shift.
+
+    The rotation is the reference's: image offsets from the centre are turned by
+    +`rotation` (x toward y, in image axes) on their way to the output. HRNet's
+    `affine_matrix` turns them by -`rotation`; rotations are drawn symmetrically, so the
+    two senses train alike, but a crop at a given angle is the reference's."""
     size = np.asarray(scale, np.float64) * PIXEL_STD
     out_h, out_w = output_hw
     factor = np.array([(out_w - 1) / size[0], (out_h - 1) / size[1]])
     angle = np.pi * rotation / 180
     cs, sn = math.cos(angle), math.sin(angle)
-    rotate = np.array([[cs, -sn], [sn, cs]])  # HRNet's rotation sense (see _rotate)
-    linear = factor[:, None] * rotate.T
+    linear = factor[:, None] * np.array([[cs, -sn], [sn, cs]])
     offset = factor * size * 0.5 - linear @ np.asarray(center, np.float64)
     matrix = np.concatenate([linear, offset[:, None]], axis=1)
     if inverse:

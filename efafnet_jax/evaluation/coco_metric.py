@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 
 import numpy as np
+
+from efafnet_jax.data.json_files import load_json
 
 COCO_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 # xtcocotools' keypoints_crowd summary order.
@@ -26,8 +27,7 @@ def keypoint_ap(gt_file: str, results: list[dict], sigmas, crowd: bool = False) 
     names = CROWDPOSE_NAMES if crowd else COCO_NAMES
     if not results and not crowd:  # pycocotools' loadRes fails on an empty list
         return dict.fromkeys(names, 0.0)
-    with open(gt_file) as f:
-        gt_data = json.load(f)
+    gt_data = load_json(gt_file)
     if crowd:
         from faster_coco_eval import COCO, COCOeval_faster
 

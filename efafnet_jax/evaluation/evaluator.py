@@ -12,12 +12,13 @@ from collections import defaultdict
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
 from efafnet_jax.data.coco_format import read_coco_keypoints
 from efafnet_jax.data.codec import decode, flip_test_shift
 from efafnet_jax.data.json_files import load_json
 from efafnet_jax.data.keypoints import KeypointSpec
-from efafnet_jax.data.mpii import headboxes_from_official, read_gt_valid
+from efafnet_jax.data.mpii import headboxes_from_official, mat_contents, read_gt_valid
 from efafnet_jax.data.pipeline import HostShard, build_pipeline
 from efafnet_jax.data.records import BadRecordError, PersonRecord, ReadSummary
 from efafnet_jax.data.splits import (
@@ -113,6 +114,7 @@ class Evaluator:
                 e.decoder,
                 self.config.data.sigma,
                 self.config.data.udp,
+                e.dark_kernel,
             )
             parts.append((batch["record_index"], coords, scores, batch["valid"], batch["skipped"]))
             if progress and jax.process_index() == 0:
@@ -191,7 +193,7 @@ class Evaluator:
             mat = tfds_split(self.config.data, "val").pckh
         else:
             origin = self.config.data.mpii_headboxes
-            if not origin or not os.path.isfile(origin):
+            if not origin or not epath.Path(origin).is_file():
                 raise FileNotFoundError(f"PCKh needs head boxes: data.mpii_headboxes={origin!r}")
             if "RELEASE" in _mat_keys(origin):
                 boxes = headboxes_from_official(origin, self.records)
@@ -215,7 +217,8 @@ class Evaluator:
         progress: bool = True,
     ) -> tuple[dict, np.ndarray]:
         """(metrics, keypoints [N, K, 3]): `predict` and the metrics; on host 0 it also
-        writes results/<split>_keypoints.json and _metrics.json under `out_dir`."""
+        writes results/<split>_keypoints.json and _metrics.json under `out_dir` (a folder
+        or a URL)."""
         keypoints = self.predict(model, variables, mesh, progress)
         results = None if self.config.data.dataset == "mpii" else self.coco_results(keypoints)
         metrics = self.metrics(keypoints, results)
@@ -223,22 +226,20 @@ class Evaluator:
         metrics["skipped_persons"] = self.skipped["skipped_persons"] + unanswered
         metrics["skipped_annotations"] = self.skipped["skipped_annotations"]
         if out_dir and jax.process_index() == 0:
-            folder = os.path.join(out_dir, "results")
-            os.makedirs(folder, exist_ok=True)
+            folder = epath.Path(out_dir) / "results"
+            folder.mkdir(parents=True, exist_ok=True)
             if results is None:
                 results = [
                     {
                         "image_id": r.image_id,
-                        "image": os.path.basename(r.image_path),
+                        "image": epath.Path(r.image_path).name,
                         "keypoints": keypoints[i].ravel().round(3).tolist(),
                     }
                     for i, r in enumerate(self.records)
                     if not np.isnan(keypoints[i]).any()
                 ]
-            with open(os.path.join(folder, f"{split}_keypoints.json"), "w") as f:
-                json.dump(results, f)
-            with open(os.path.join(folder, f"{split}_metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=1)
+            (folder / f"{split}_keypoints.json").write_text(json.dumps(results))
+            (folder / f"{split}_metrics.json").write_text(json.dumps(metrics, indent=1))
         return metrics, keypoints
 
 
@@ -295,7 +296,7 @@ def metric_ground_truth(
 def _mat_keys(path: str) -> list[str]:
     import scipy.io
 
-    return [name for name, _, _ in scipy.io.whosmat(path)]
+    return [name for name, _, _ in scipy.io.whosmat(mat_contents(path, f"head-box file {path}"))]
 
 
 def _progress(step: int, total: int, elapsed: float, per_step: int) -> None:

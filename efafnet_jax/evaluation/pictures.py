@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 
 import cv2
 import numpy as np
+from etils import epath
 
 from efafnet_jax.data.images import read_image
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.records import PersonRecord
-from efafnet_jax.viz import draw_pose
+from efafnet_jax.viz import draw_pose, write_png
 
 GT_COLOR = (60, 220, 60)  # BGR green, thin
 
@@ -25,7 +25,8 @@ def write_pictures(
     ground_truth: list[PersonRecord] | None = None,
     threshold: float = 0.2,
 ) -> list[str]:
-    """Draws the first `count` images of `results` (COCO results format); returns paths."""
+    """Draws the first `count` images of `results` (COCO results format) as PNGs in
+    `out_dir` (a folder or a URL); returns their paths."""
     paths_by_image = {r.image_id: r.image_path for r in records}
     predicted = defaultdict(list)
     for result in results:
@@ -34,7 +35,8 @@ def write_pictures(
     for record in ground_truth or []:
         kpts = np.concatenate([record.joints, record.visibility[:, None]], axis=1)
         truth[record.image_id].append(kpts)
-    os.makedirs(out_dir, exist_ok=True)
+    folder = epath.Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
     written = []
     for image_id in list(dict.fromkeys(r.image_id for r in records))[:count]:
         image = cv2.cvtColor(read_image(paths_by_image[image_id], image_id), cv2.COLOR_RGB2BGR)
@@ -42,7 +44,7 @@ def write_pictures(
             draw_pose(image, kpts, spec.skeleton, threshold=0.5, color=GT_COLOR, thickness=1)
         for kpts in predicted[image_id]:
             draw_pose(image, kpts, spec.skeleton, threshold=threshold)
-        path = os.path.join(out_dir, f"{image_id}.png")
-        cv2.imwrite(path, image)
+        path = str(folder / f"{image_id}.png")
+        write_png(path, image)
         written.append(path)
     return written

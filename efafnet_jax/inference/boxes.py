@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
+from etils import epath
 
 from efafnet_jax.data.coco_format import degenerate_box_problem, read_detections
 from efafnet_jax.data.json_files import load_json
@@ -33,12 +33,14 @@ BoxTable = dict[str, list[LabelledRecord]]
 
 
 def list_images(paths: list[str]) -> list[str]:
-    """Files as given, and the image files of folders (sorted), in argument order."""
+    """Files as given, and the image files of folders (sorted), in argument order; each
+    a local path or a URL."""
     images = []
     for path in paths:
-        if os.path.isdir(path):
-            names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
-            images += [os.path.join(path, n) for n in names]
+        folder = epath.Path(path)
+        if folder.is_dir():
+            names = sorted(p.name for p in folder.iterdir())
+            images += [str(folder / n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
         else:
             images.append(path)
     return images
@@ -126,7 +128,7 @@ def match_images(
     name, else none; the keys of `table` that match no image)."""
     matched, used = {}, set()
     for path in images:
-        key = path if path in table else os.path.basename(path)
+        key = path if path in table else epath.Path(path).name
         matched[path] = table.get(key, [])
         if key in table:
             used.add(key)

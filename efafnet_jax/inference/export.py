@@ -1,7 +1,8 @@
 """Serialise the inference function with jax.export: uint8 crops in, heatmaps out.
 
-    python -m efafnet_jax.inference.export --config configs/coco.py:efafnet,r50,256x192 \
-        (--checkpoint DIR | --torch-checkpoint FILE) --out model.jaxexport [--noflip_test]
+    python -m efafnet_jax.inference.export --config coco:efafnet,r50,256x192 \
+        (--workdir W | --checkpoint DIR | --torch-checkpoint FILE) --out model.jaxexport \
+        [--noflip_test]
 
 The weights are baked in and the batch size is symbolic, so the file runs with
 `efafnet_jax.inference.serving.load_exported` (jax alone, no model code) on any batch of
@@ -16,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from absl import flags
+from etils import epath
 from jax import export
 
-from efafnet_jax.cli import define_common_flags, run
-from efafnet_jax.data.codec import flip_test_shift
+from efafnet_jax.cli import define_common_flags, define_weight_flags, run, weights_from_flags
+from efafnet_jax.data.codec import dark_kernel_size, flip_test_shift
 from efafnet_jax.data.keypoints import spec_from_config
 from efafnet_jax.evaluation.heatmaps import heatmap_function
 from efafnet_jax.models import create_model
@@ -59,19 +61,16 @@ def export_inference(
 def main(argv):
     del argv
     f = flags.FLAGS
+    choice = weights_from_flags()  # bad flags are refused before a backend starts
     config = for_this_machine(f.config)
-    variables = load_variables(
-        create_model(config.model),
-        config,
-        checkpoint=f.checkpoint,
-        torch_checkpoint=f.torch_checkpoint,
-    )
-    exported = export_inference(config, variables, f.flip_test)
+    weights = load_variables(create_model(config.model), config, choice)
+    exported = export_inference(config, weights.variables, f.flip_test)
     blob = exported.serialize()
-    with open(f.out, "wb") as fp:
-        fp.write(blob)
+    epath.Path(f.out).write_bytes(blob)
     summary = {
         "out": f.out,
+        "checkpoint": weights.source,
+        "step": weights.step,
         "bytes": len(blob),
         "input": str(exported.in_avals[0]),
         "output": str(exported.out_avals[0]),
@@ -81,6 +80,7 @@ def main(argv):
             "udp": bool(config.data.udp),
             "decoder": config.eval.decoder,
             "sigma": config.data.sigma,
+            "dark_kernel": dark_kernel_size(config.data.sigma, config.eval.dark_kernel),
             "flip_shift": flip_test_shift(config.eval.shift_heatmap, config.data.udp),
         },
     }
@@ -89,11 +89,15 @@ def main(argv):
         print(json.dumps(summary))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The efafnet-export console script."""
     define_common_flags()
-    flags.DEFINE_string("checkpoint", None, "An orbax checkpoint directory.")
-    flags.DEFINE_string("torch_checkpoint", None, "A PyTorch state_dict (.pth) of the reference.")
-    flags.DEFINE_string("out", None, "The file to write.")
+    define_weight_flags()
+    flags.DEFINE_string("out", None, "The file to write (a path or gs:// URL).")
     flags.DEFINE_bool("flip_test", True, "Include the flip test in the exported function.")
     flags.mark_flag_as_required("out")
-    run(main)
+    run(main, config_from_workdir=True)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,7 +1,7 @@
 """Poses on your own images: a skeleton PNG and a JSON per image.
 
-    python -m efafnet_jax.inference.predict --config configs/coco.py:efafnet,r50,256x192 \
-        (--checkpoint DIR | --torch-checkpoint FILE) --images PATH[,PATH...] \
+    python -m efafnet_jax.inference.predict --config coco:efafnet,r50,256x192 \
+        (--workdir W | --checkpoint DIR | --torch-checkpoint FILE) --images PATH[,PATH...] \
         (--boxes FILE [--ann FILE] | --whole-image) --out DIR [--heatmaps] [--noflip_test]
 
 Boxes: `{"file.jpg": [[x, y, w, h, score], ...]}` (used as given), or COCO detections
@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import cv2
 import ml_collections
 import numpy as np
 from absl import flags
+from etils import epath
 
-from efafnet_jax.cli import define_common_flags, run
+from efafnet_jax.cli import define_common_flags, define_weight_flags, run, weights_from_flags
 from efafnet_jax.data.images import read_image
 from efafnet_jax.data.keypoints import KeypointSpec, spec_from_config
 from efafnet_jax.data.records import BAD_RECORD_POLICIES, BadRecordError, PersonRecord
@@ -50,7 +50,7 @@ from efafnet_jax.inference.boxes import (
 from efafnet_jax.inference.predictor import PersonPoses, PosePredictor
 from efafnet_jax.models import create_model
 from efafnet_jax.platform import for_this_machine
-from efafnet_jax.viz import draw_pose, heatmap_panel
+from efafnet_jax.viz import draw_pose, heatmap_panel, write_png
 from efafnet_jax.weights import load_variables
 
 BOX_COLOR = (200, 200, 200)  # BGR
@@ -66,7 +66,7 @@ def write_outputs(
     with_heatmaps: bool,
 ) -> dict:
     """Writes <stem>.png, <stem>.json (and <stem>_heatmaps.png); returns the JSON object."""
-    stem = os.path.splitext(os.path.basename(image_path))[0]
+    stem = epath.Path(image_path).stem
     picture = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     people = []
     for box, keypoints, score in zip(poses.boxes, poses.keypoints, poses.scores, strict=True):
@@ -91,12 +91,12 @@ def write_outputs(
         "keypoint_names": list(spec.names),
         "people": people,
     }
-    cv2.imwrite(os.path.join(out_dir, f"{stem}.png"), picture)
-    with open(os.path.join(out_dir, f"{stem}.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    out = epath.Path(out_dir)
+    write_png(out / f"{stem}.png", picture)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     if with_heatmaps and len(poses.boxes):
         panel = heatmap_panel(poses.crops, poses.heatmaps, spec.names)
-        cv2.imwrite(os.path.join(out_dir, f"{stem}_heatmaps.png"), panel)
+        write_png(out / f"{stem}_heatmaps.png", panel)
     return result
 
 
@@ -156,6 +156,7 @@ def size_problem(records: list[PersonRecord], image: np.ndarray, path: str) -> s
 def main(argv):
     del argv
     f = flags.FLAGS
+    choice = weights_from_flags()  # bad flags are refused before a backend starts
     config = for_this_machine(f.config)
     if bool(f.boxes) == f.whole_image:
         raise SystemExit("predict: give exactly one of --boxes FILE and --whole-image")
@@ -173,15 +174,13 @@ def main(argv):
     if f.boxes:
         boxes_of = boxes_by_image(f.boxes, f.ann, config.data, images, counts, policy)
     model = create_model(config.model)
-    variables = load_variables(
-        model, config, checkpoint=f.checkpoint, torch_checkpoint=f.torch_checkpoint
-    )
+    weights = load_variables(model, config, choice)
     spec = spec_from_config(config.data)
     predictor = PosePredictor(
-        model, variables, config, spec, f.flip_test, f.batch_size, f.clip_to_box
+        model, weights.variables, config, spec, f.flip_test, f.batch_size, f.clip_to_box
     )
     height, width = config.data.crop_hw
-    os.makedirs(f.out, exist_ok=True)
+    epath.Path(f.out).mkdir(parents=True, exist_ok=True)
     written, people, failed = 0, 0, 0
     for path in images:
         try:
@@ -210,7 +209,15 @@ def main(argv):
         write_outputs(f.out, path, image, poses, spec, f.threshold, f.heatmaps)
         written += 1
         people += len(poses.boxes)
-    summary = {"images": written, "people": people, "unreadable": failed, **counts, "out": f.out}
+    summary = {
+        "images": written,
+        "people": people,
+        "unreadable": failed,
+        **counts,
+        "out": f.out,
+        "checkpoint": weights.source,
+        "step": weights.step,
+    }
     print(
         f"predict: {people} people on {written} images -> {f.out} ({failed} unreadable and "
         f"{counts['wrong_size']} wrong-size images, {counts['bad_boxes']} bad and "
@@ -221,12 +228,10 @@ def main(argv):
         print(json.dumps(summary))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The efafnet-predict console script."""
     define_common_flags()
-    flags.DEFINE_string(
-        "checkpoint", None, "An orbax checkpoint directory (<workdir>/checkpoints/<step>)."
-    )
-    flags.DEFINE_string("torch_checkpoint", None, "A PyTorch state_dict (.pth) of the reference.")
+    define_weight_flags()
     flags.DEFINE_list("images", None, "Image files and/or folders, comma-separated.")
     flags.DEFINE_string(
         "boxes",
@@ -238,7 +243,7 @@ if __name__ == "__main__":
         "ann", None, "With COCO detections: the COCO file mapping ids to file names."
     )
     flags.DEFINE_bool("whole_image", False, "Treat each whole image as one person box.")
-    flags.DEFINE_string("out", None, "Output folder.")
+    flags.DEFINE_string("out", None, "Output folder or gs:// URL.")
     flags.DEFINE_float("threshold", 0.2, "Keypoint score below which a joint is not drawn.")
     flags.DEFINE_bool("heatmaps", False, "Also write <stem>_heatmaps.png.")
     flags.DEFINE_bool("flip_test", True, "Average with the mirrored crop's heatmaps.")
@@ -258,4 +263,8 @@ if __name__ == "__main__":
         "first with its message.",
     )
     flags.mark_flags_as_required(["images", "out"])
-    run(main)
+    run(main, config_from_workdir=True)
+
+
+if __name__ == "__main__":
+    cli()

@@ -91,7 +91,7 @@ class PosePredictor:
         e = self.config.eval
         d = self.config.data
         coords, joint_scores = decode(
-            heatmaps, centers, scales, e.post_process, e.decoder, d.sigma, d.udp
+            heatmaps, centers, scales, e.post_process, e.decoder, d.sigma, d.udp, e.dark_kernel
         )
         if self.clip_to_box:
             low, high = boxes[:, None, :2], boxes[:, None, :2] + boxes[:, None, 2:4]

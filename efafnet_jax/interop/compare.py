@@ -1,6 +1,6 @@
 """Numeric difference between the flax model and the PyTorch reference.
 
-    python -m efafnet_jax.interop.compare --config configs/coco.py:efafnet \
+    python -m efafnet_jax.interop.compare --config coco:efafnet \
         [--torch-checkpoint PATH] [--batch 2] [--seed 0] [--json] \
         [--per-layer [--layer_tolerance TOL]]
 
@@ -285,6 +285,11 @@ def main(argv):
         print(json.dumps({k: v for k, v in result.items() if k not in per_tensor}))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The efafnet-compare console script."""
     _define_flags()
     run(main)
+
+
+if __name__ == "__main__":
+    cli()

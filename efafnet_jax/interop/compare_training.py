@@ -1,6 +1,6 @@
 """Training parity: N steps of our train step against SimpleBaseline's PyTorch recipe.
 
-    python -m efafnet_jax.interop.compare_training --config configs/coco.py:efafnet,r50,256x192 \
+    python -m efafnet_jax.interop.compare_training --config coco:efafnet,r50,256x192 \
         [--steps 6] [--batch 2] [--seed 0] [--dtype float32|float64] \
         [--torch-checkpoint PATH] [--steps_per_epoch K] [--json]
 
@@ -27,7 +27,6 @@ import copy
 import dataclasses
 import functools
 import json
-import os
 import tempfile
 
 import jax
@@ -37,6 +36,7 @@ import numpy as np
 import optax
 import torch
 from absl import flags
+from etils import epath
 from flax import traverse_util
 
 from efafnet_jax.cli import define_common_flags, run
@@ -70,7 +70,7 @@ def training_batches(
     """`count` augmented training batches of our pipeline, as NumPy. Without the config's
     training files (and with COCO's 17 joints) a small dataset is generated in `workdir`."""
     data = config.data
-    if not os.path.isfile(data.train_ann):
+    if not epath.Path(data.train_ann).is_file():
         if config.model.num_joints != 17:
             raise FileNotFoundError(
                 f"data.train_ann={data.train_ann!r}: no such file (only a 17-joint COCO "
@@ -337,7 +337,8 @@ def main(argv):
         print(json.dumps(report))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The efafnet-compare-training console script."""
     define_common_flags()
     flags.DEFINE_integer("steps", 6, "Training steps on each side.")
     flags.DEFINE_integer("batch", 2, "Batch size.")
@@ -348,3 +349,7 @@ if __name__ == "__main__":
         "steps_per_epoch", None, "Steps per schedule epoch (default steps // 3, at least 1)."
     )
     run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -11,6 +11,7 @@ directions are exact.
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 from collections.abc import Mapping
 
@@ -169,11 +170,15 @@ def state_dict_to_flax(
 
 
 def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
-    """Reads a .pth state_dict (weights_only), unwrapping 'state_dict' and 'module.'."""
+    """Reads a .pth state_dict (weights_only) from a path or URL (etils.epath), unwrapping
+    'state_dict' and 'module.'."""
     import torch
+    from etils import epath
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # torch.load reads local files only; a file-like object comes from anywhere.
+        with epath.Path(path).open("rb") as f:
+            obj = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types; name the file in any case
         raise ConversionError(f"cannot read torch checkpoint {path}: {err}") from err
     for wrapper in ("state_dict", "model"):

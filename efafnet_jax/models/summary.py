@@ -1,6 +1,6 @@
 """Parameter count and true multiply-adds / FLOPs of one config's network.
 
-python -m efafnet_jax.models.summary --config configs/coco.py:sbn,r50,256x192 [--json]
+python -m efafnet_jax.models.summary --config coco:sbn,r50,256x192 [--json]
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ def main(argv):
         print(json.dumps({k: result[k] for k in ("config", "params", "macs", "flops")}))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The efafnet-summary console script."""
     define_common_flags()
     run(main)
+
+
+if __name__ == "__main__":
+    cli()

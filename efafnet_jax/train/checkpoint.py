@@ -8,11 +8,11 @@ efafnet_jax.data.pipeline), so a checkpoint resumes on any number of hosts.
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from efafnet_jax.train.state import TrainState
 
@@ -52,17 +52,23 @@ def write_replicated_arrays_whole_on_cpu() -> None:
     )
 
 
+def _orbax_path(workdir: str, name: str) -> epath.Path:
+    """<workdir>/<name> as orbax needs it: absolute (tensorstore refuses relative paths).
+    A URL (gs://...) is absolute already; `absolute()` would make it a local folder."""
+    path = epath.Path(workdir) / name
+    return path if path.is_absolute() else path.absolute()
+
+
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-    """Keeps the last `keep` checkpoints under <workdir>/checkpoints/<step>/state.
+    """Keeps the last `keep` checkpoints under <workdir>/checkpoints/<step>/state (the
+    workdir a folder or a URL).
 
     Every process must call its saves and restores: they are collective.
     """
     write_replicated_arrays_whole_on_cpu()
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     return ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)),
-        options=options,
-        item_names=("state",),
+        _orbax_path(workdir, CHECKPOINT_DIR), options=options, item_names=("state",)
     )
 
 
@@ -118,7 +124,5 @@ def save_best(workdir: str, state: TrainState) -> None:
     """
     write_replicated_arrays_whole_on_cpu()
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(
-        os.path.abspath(os.path.join(workdir, BEST_DIR)), state_tree(state), force=True
-    )
+    checkpointer.save(_orbax_path(workdir, BEST_DIR), state_tree(state), force=True)
     checkpointer.wait_until_finished()

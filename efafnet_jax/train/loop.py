@@ -210,7 +210,8 @@ def training_program(
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, initial: dict | None = None
 ) -> dict:
-    """Trains per `config`, resuming from <workdir>/checkpoints; returns the final summary.
+    """Trains per `config`, resuming from <workdir>/checkpoints (the workdir a folder or a
+    URL, gs://bucket/run); returns the final summary.
 
     `initial` (variables) overrides the model's initialisation (the caller loads
     config.init.* there).

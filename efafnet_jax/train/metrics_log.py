@@ -1,26 +1,90 @@
-"""Progress lines, TensorBoard events (tensorboardX, no TensorFlow) and metrics.jsonl."""
+"""Progress lines, TensorBoard events (tensorboardX, no TensorFlow) and metrics.jsonl.
+
+The workdir may be a URL (gs://bucket/run). Object stores have no append, so there the
+two append-style logs are held in memory and rewritten whole (`_RewrittenFile`).
+"""
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import sys
+import time
+
+from etils import epath
+
+from efafnet_jax.data.records import is_url
+
+# GCS takes about one write per second to an object, and each write of a log sends it
+# whole: a log in a bucket is rewritten at most this often (and when it is closed).
+REWRITE_EVERY_S = 10.0
+
+
+class _RewrittenFile:
+    """A file at a URL opened for appending: holds the bytes it had and those written
+    since, and writes the whole object again at `flush` (at most every REWRITE_EVERY_S,
+    so a flush may be deferred to a later one) and at `close`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self._path = epath.Path(path)
+        self._content = bytearray(self._path.read_bytes() if self._path.exists() else b"")
+        self._unwritten = False
+        self._last_write = -math.inf
+
+    def write(self, data: bytes | str) -> int:
+        self._content += data.encode() if isinstance(data, str) else data
+        self._unwritten = True
+        return len(data)
+
+    def flush(self) -> None:
+        if self._unwritten and time.monotonic() - self._last_write >= REWRITE_EVERY_S:
+            self._write_object()
+
+    def close(self) -> None:
+        if self._unwritten:
+            self._write_object()
+
+    def _write_object(self) -> None:
+        self._path.write_bytes(bytes(self._content))
+        self._unwritten = False
+        self._last_write = time.monotonic()
+
+
+class _RewrittenFileFactory:
+    """tensorboardX's writer factory (`register_writer_factory`) for event files at URLs."""
+
+    def open(self, path: str) -> _RewrittenFile:
+        return _RewrittenFile(path)
+
+    def directory_check(self, path: str) -> None:
+        del path  # an object store has no folders to create
 
 
 class MetricsLog:
-    """Writes on host 0 only (`enabled`); the other hosts get a no-op."""
+    """Writes on host 0 only (`enabled`); the other hosts get a no-op. `workdir`: a
+    folder or a URL."""
 
     def __init__(self, workdir: str, enabled: bool = True):
         self.enabled = enabled
         self.workdir = workdir
         self._writer = None
         if enabled:
-            os.makedirs(workdir, exist_ok=True)
+            folder = epath.Path(workdir)
+            folder.mkdir(parents=True, exist_ok=True)
             from tensorboardX import SummaryWriter
+            from tensorboardX.record_writer import register_writer_factory
 
-            self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+            if is_url(workdir):
+                # tensorboardX picks the event-file writer by the path's scheme. Its own
+                # for gs:// uses another GCS client than epath's and uploads the file
+                # again from __del__, after close; it has none for az://.
+                register_writer_factory(os.fspath(workdir).split("://")[0], _RewrittenFileFactory())
+                self._jsonl = _RewrittenFile(folder / "metrics.jsonl")
+            else:
+                self._jsonl = (folder / "metrics.jsonl").open("a")
+            self._writer = SummaryWriter(str(folder / "tensorboard"))
 
     def _write(self, step: int, values: dict) -> None:
         for name, value in values.items():
@@ -58,11 +122,10 @@ class MetricsLog:
 
         Every process reads it (the workdir is shared), so all agree on improvements.
         """
-        path = os.path.join(self.workdir, "best.json")
-        if not os.path.isfile(path):
+        path = epath.Path(self.workdir) / "best.json"
+        if not path.is_file():
             return -1.0
-        with open(path) as f:
-            return float(json.load(f)["AP"])
+        return float(json.loads(path.read_text())["AP"])
 
     def validation(self, step: int, metrics: dict, improved: bool) -> None:
         """Logs val metrics; records the step in best.json when it improved the score."""
@@ -75,8 +138,9 @@ class MetricsLog:
             flush=True,
         )
         if improved:
-            with open(os.path.join(self.workdir, "best.json"), "w") as f:
-                json.dump({"step": step, "AP": validation_score(metrics)}, f)
+            (epath.Path(self.workdir) / "best.json").write_text(
+                json.dumps({"step": step, "AP": validation_score(metrics)})
+            )
 
     def close(self) -> None:
         if self.enabled:

@@ -29,15 +29,29 @@ def learning_rate_schedule(
 
 
 def _bias_correction(decay: float, count: jnp.ndarray, dtype) -> jnp.ndarray:
-    """1 - decay**count, accurate in float32 too. optax's `1 - decay**count` cancels: for
-    b2 = 0.999 at count 1 it is 1.3e-5 off in float32, which scales every first update
-    by 6e-6 coherently; -expm1(count log decay) is off by rounding only."""
+    """Adam's bias correction 1 - decay**count, computed per dtype.
+
+    torch.optim.Adam computes `1 - beta2**step` in Python doubles whatever the parameters'
+    dtype (torch/optim/adam.py, `_single_tensor_adam`, its default on CPU).
+    - float64: that same expression (XLA's pow and C's agree on counts 1..20000), so the
+      correction is PyTorch's to the bit. It cancels: for b2 = 0.999 it is 1.4e-14
+      relative off the exact value at count 2, 1.0e-14 at count 4. That is harmless in
+      float64, but the exact -expm1 would scale every update of those steps by the same
+      ~1e-14, a difference from PyTorch common to all weights of a float64 parity run
+      (interop/compare_training), for an accuracy nobody needs there.
+    - float32 and narrower: -expm1(count log decay), off by rounding only: PyTorch's
+      double value, rounded. The float32 `1 - decay**count` (optax's) cancels to 1.3e-5
+      off at count 1 for b2 = 0.999, which made every first update 6e-6 too large.
+    """
+    if jnp.dtype(dtype) == jnp.float64:
+        return 1 - decay ** count.astype(dtype)
     return -jnp.expm1(count.astype(dtype) * math.log(decay))
 
 
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
     """Adam's direction as torch.optim.Adam computes it, m_hat / (sqrt(v_hat) + eps), with
-    accurate bias corrections; the state is optax's ScaleByAdamState (same checkpoints)."""
+    the bias corrections of `_bias_correction` (PyTorch's own in float64, accurate in
+    float32); the state is optax's ScaleByAdamState (same checkpoints)."""
 
     def init(params):
         return optax.ScaleByAdamState(

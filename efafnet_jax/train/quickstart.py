@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import ml_collections
+from etils import epath
 
 from efafnet_jax.data.splits import has_split
 from efafnet_jax.data.synthetic import generate
@@ -17,19 +17,20 @@ from efafnet_jax.evaluation.pictures import write_pictures
 def prepare_generated_data(
     config: ml_collections.ConfigDict, workdir: str
 ) -> ml_collections.ConfigDict:
-    """With data.generated, writes the dataset to <workdir>/data once and points data.* at it."""
+    """With data.generated, writes the dataset to <workdir>/data once and points data.* at
+    it (the workdir a folder or a URL)."""
     if not config.data.generated:
         return config
-    root = os.path.join(workdir, "data")
+    root = epath.Path(workdir) / "data"
     spec = config.data.generated_spec
-    train_ann = os.path.join(root, "annotations", "person_keypoints_train.json")
-    if jax.process_index() == 0 and not os.path.isfile(train_ann):
-        generate(root, spec.train, spec.val, spec.seed)
+    train_ann = root / "annotations" / "person_keypoints_train.json"
+    if jax.process_index() == 0 and not train_ann.is_file():
+        generate(str(root), spec.train, spec.val, spec.seed)
     config = config.copy_and_resolve_references()
-    config.data.train_ann = train_ann
-    config.data.train_images = os.path.join(root, "images", "train")
-    config.data.val_ann = os.path.join(root, "annotations", "person_keypoints_val.json")
-    config.data.val_images = os.path.join(root, "images", "val")
+    config.data.train_ann = str(train_ann)
+    config.data.train_images = str(root / "images" / "train")
+    config.data.val_ann = str(root / "annotations" / "person_keypoints_val.json")
+    config.data.val_images = str(root / "images" / "val")
     config.data.val_detections = ""
     return config
 
@@ -52,12 +53,11 @@ def final_evaluation(
 
 def write_quickstart_report(workdir: str, summary: dict, evaluator: Evaluator) -> None:
     """The quickstart's report: results/final_metrics.json, skeleton pictures, one line."""
-    with open(os.path.join(workdir, "results", "final_metrics.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(workdir, "results", "val_keypoints.json")) as f:
-        results = json.load(f)
+    folder = epath.Path(workdir) / "results"
+    (folder / "final_metrics.json").write_text(json.dumps(summary, indent=1))
+    results = json.loads((folder / "val_keypoints.json").read_text())
     write_pictures(
-        os.path.join(workdir, "results", "vis"),
+        str(folder / "vis"),
         4,
         results,
         evaluator.records,

@@ -9,16 +9,17 @@ disk above 1 GiB (`tensorflow_datasets/core/shuffle.py`) needs `tf.io.gfile`.
 from __future__ import annotations
 
 import abc
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.records import BadRecordError, BadRecordHandler, ReadSummary, image_label
+from efafnet_jax.data.tfds.annotations import annotations_path, write_annotations
 
 # Shards of about this many image bytes: COCO train2017 (19 GB) becomes ~75 shards.
 DEFAULT_SHARD_BYTES = 256 << 20
@@ -95,7 +96,7 @@ class PoseBuilder(tfds.core.ShardBasedBuilder, skip_registration=True):
         """The split's examples (image as a path) and what the build kept and skipped."""
 
     def _shard_iterators_per_split(self, dl_manager) -> dict[str, list[ShardGenerator]]:
-        manual_dir = os.fspath(dl_manager.manual_dir)
+        manual_dir = str(dl_manager.manual_dir)
         found = self.split_files(manual_dir)
         wanted = self.only_splits or tuple(found)
         missing = [s for s in wanted if s not in found]
@@ -118,6 +119,9 @@ class PoseBuilder(tfds.core.ShardBasedBuilder, skip_registration=True):
                 "on_bad_record": self.on_bad_record,
                 **self.split_metadata(found[split]),
             }
+            # self.data_path is the build's incomplete.* folder here: the file appears
+            # with the shards, when TFDS renames the folder at the end of the build.
+            write_annotations(annotations_path(self.data_path, self.name, split), examples)
             shards[split] = self._shards(split, examples)
         return shards
 
@@ -128,7 +132,7 @@ class PoseBuilder(tfds.core.ShardBasedBuilder, skip_registration=True):
     def _shards(self, split: str, examples: list[Example]) -> list[ShardGenerator]:
         groups, size = [[]], 0
         for example in examples:
-            image_bytes = os.path.getsize(example["image"])
+            image_bytes = epath.Path(example["image"]).stat().length
             if groups[-1] and size + image_bytes > self.shard_bytes:
                 groups.append([])
                 size = 0
@@ -177,7 +181,7 @@ class _ShardGenerator:
 
 def existing_files(files: dict[str, str]) -> dict[str, str] | None:
     """`files` if its annotation file and image folder exist, else None."""
-    if os.path.isfile(files["annotations"]) and os.path.isdir(files["images"]):
+    if epath.Path(files["annotations"]).is_file() and epath.Path(files["images"]).is_dir():
         return files
     return None
 
@@ -189,7 +193,7 @@ def missing_image_check(
     message the file readers give, not repeated if the reader gave it already)."""
     missing = set()
     for path, image_id in paths_and_ids:
-        if path in missing or os.path.isfile(path):
+        if path in missing or epath.Path(path).is_file():
             continue
         message = f"{image_label(path, image_id)} does not exist"
         if message not in handler.summary.skipped:

@@ -70,7 +70,8 @@ def main(argv):
         print(json.dumps({"data_dir": str(builder.data_dir), "images": splits, "skipped": skipped}))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The efafnet-build-tfds console script."""
     flags.DEFINE_enum("dataset", None, ["coco_keypoints", "crowdpose", "mpii"], "The builder.")
     flags.DEFINE_string("manual_dir", None, "The released files (README, Datasets).")
     flags.DEFINE_string("data_dir", None, "TFDS data dir to write (a local path or gs://).")
@@ -81,3 +82,7 @@ if __name__ == "__main__":
     flags.DEFINE_bool("json", False, "Print one line of JSON as the last line of stdout.")
     flags.mark_flags_as_required(["dataset", "manual_dir", "data_dir"])
     run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -7,7 +7,8 @@ the file's content in the file's order (`efafnet_jax.data.tfds.source`). Referen
 filtering (crowd annotations, empty boxes, persons without joints) stays at read
 time, where the file readers apply it; bad input is handled at build time by the
 same reader functions and `on_bad_record` policy, and counted in the dataset's
-metadata.
+metadata. Beside each split's shards, the builder writes the split's examples without
+their images (`annotations.py`): what a reader loads at start-up instead of the shards.
 
 The shared base lives in `base.py`, the COCO-format builders in `coco_builders.py` and
 the MPII builder in `mpii_builder.py`; importing this module registers all three.

@@ -4,10 +4,10 @@ CrowdPose (`efafnet_jax.data.tfds.builders`)."""
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from efafnet_jax.data.coco_format import image_table, read_coco_keypoints, read_detections
 from efafnet_jax.data.json_files import finite_numbers, load_json
@@ -72,7 +72,8 @@ class CocoFormatBuilder(PoseBuilder, skip_registration=True):
         )
         handler = BadRecordHandler(self.on_bad_record, summary)
         images = image_table(data, ann_file)
-        path_of = {i: os.path.join(image_dir, image["file_name"]) for i, image in images.items()}
+        image_root = epath.Path(image_dir)
+        path_of = {i: str(image_root / image["file_name"]) for i, image in images.items()}
         missing = missing_image_check([(p, i) for i, p in path_of.items()], handler)
         skipped = set(summary.skipped_annotations)
         persons: dict[int, list[tuple[int, dict]]] = {i: [] for i in images}
@@ -190,27 +191,26 @@ class CocoKeypoints(CocoFormatBuilder):
     project's generated dataset)."""
 
     def split_files(self, manual_dir: str) -> dict[str, dict[str, str]]:
+        manual = epath.Path(manual_dir)
         found = {}
         for split in ("train", "val"):
             for suffix in ("2017", ""):
                 files = existing_files(
                     {
-                        "annotations": os.path.join(
-                            manual_dir, "annotations", f"person_keypoints_{split}{suffix}.json"
+                        "annotations": str(
+                            manual / "annotations" / f"person_keypoints_{split}{suffix}.json"
                         ),
-                        "images": os.path.join(manual_dir, "images", f"{split}{suffix}"),
+                        "images": str(manual / "images" / f"{split}{suffix}"),
                     }
                 )
                 if files:
                     found[split] = files
                     break
         if "val" in found:
-            detections = self.detections_file or os.path.join(
-                manual_dir,
-                "person_detection_results",
-                "COCO_val2017_detections_AP_H_56_person.json",
+            detections = self.detections_file or str(
+                manual / "person_detection_results" / "COCO_val2017_detections_AP_H_56_person.json"
             )
-            if os.path.isfile(detections):
+            if epath.Path(detections).is_file():
                 found["val"]["detections"] = detections
             elif self.detections_file:
                 raise BadRecordError(f"--detections {detections}: no such file")
@@ -228,15 +228,16 @@ class Crowdpose(CocoFormatBuilder):
     train split is trainval, the val split is test, as the config's files."""
 
     def split_files(self, manual_dir: str) -> dict[str, dict[str, str]]:
-        images = os.path.join(manual_dir, "images")
+        manual = epath.Path(manual_dir)
+        images = str(manual / "images")
         found = {}
         for split, name in (("train", "trainval"), ("val", "test")):
-            ann = os.path.join(manual_dir, "json", f"crowdpose_{name}.json")
+            ann = str(manual / "json" / f"crowdpose_{name}.json")
             files = existing_files({"annotations": ann, "images": images})
             if files:
                 found[split] = files
         if "val" in found and self.detections_file:
-            if not os.path.isfile(self.detections_file):
+            if not epath.Path(self.detections_file).is_file():
                 raise BadRecordError(f"--detections {self.detections_file}: no such file")
             found["val"]["detections"] = self.detections_file
         return found

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from efafnet_jax.data.json_files import load_json
 from efafnet_jax.data.keypoints import MPII
@@ -50,17 +49,20 @@ class Mpii(PoseBuilder):
         }
 
     def split_files(self, manual_dir: str) -> dict[str, dict[str, str]]:
-        images = os.path.join(manual_dir, "images")
+        manual = epath.Path(manual_dir)
         found = {}
         for split, name in (("train", "train"), ("val", "valid")):
             files = existing_files(
-                {"annotations": os.path.join(manual_dir, "annot", f"{name}.json"), "images": images}
+                {
+                    "annotations": str(manual / "annot" / f"{name}.json"),
+                    "images": str(manual / "images"),
+                }
             )
             if files:
                 found[split] = files
-        head_boxes = os.path.join(manual_dir, "annot", "gt_valid.mat")
-        if "val" in found and os.path.isfile(head_boxes):
-            found["val"]["head_boxes"] = head_boxes
+        head_boxes = manual / "annot" / "gt_valid.mat"
+        if "val" in found and head_boxes.is_file():
+            found["val"]["head_boxes"] = str(head_boxes)
         return found
 
     def split_examples(self, files: dict[str, str]) -> tuple[list[Example], ReadSummary]:
@@ -74,12 +76,13 @@ class Mpii(PoseBuilder):
         for position, entry in enumerate(entries):
             if position not in skipped:
                 by_image.setdefault(entry["image"], []).append(position)
+        images = epath.Path(image_dir)
         # Image ids number the images in order of first appearance, as read_mpii's.
-        paths = [(os.path.join(image_dir, name), i) for i, name in enumerate(by_image)]
+        paths = [(str(images / name), i) for i, name in enumerate(by_image)]
         missing = missing_image_check(paths, handler)
         examples = []
         for image_id, (name, positions) in enumerate(by_image.items()):
-            path = os.path.join(image_dir, name)
+            path = str(images / name)
             if path in missing:
                 continue
             chosen = [entries[p] for p in positions]

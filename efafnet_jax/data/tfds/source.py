@@ -4,23 +4,26 @@ the released files.
 The split's examples rebuild the released file's content in the file's order (the
 COCO-format dict, or MPII's JSON list, and the detections list); the file readers'
 own functions turn it into `PersonRecord`s, so filtering, bad-record handling and
-centre/scale follow the config exactly as with files. Images are read by example
-index through `tfds.data_source` with the JPEG bytes undecoded (no TensorFlow).
+centre/scale follow the config exactly as with files. The examples come without
+their images from the annotations file beside the split's shards (`annotations`);
+images are read by example index from the shards, undecoded (no TensorFlow).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
-import os
 
 import numpy as np
+from etils import epath
 
 from efafnet_jax.data.image_store import ShardedImages
 from efafnet_jax.data.records import BadRecordError
+from efafnet_jax.data.tfds.annotations import annotations_path, read_annotations
 
-# Examples read per call while rebuilding a split's annotations.
+# Examples read per call while reading a split's annotations from its shards.
 READ_CHUNK = 256
 
 
@@ -70,36 +73,26 @@ def prepared_builder(name: str, data_dir: str):
     return builder
 
 
-def open_source(name: str, data_dir: str, split: str):
-    """(`tfds.data_source` of the split with the image bytes undecoded, its builder)."""
-    import tensorflow_datasets as tfds
-
+def _split_builder(name: str, data_dir: str, split: str):
     builder = prepared_builder(name, data_dir)
     if split not in builder.info.splits:
         raise BadRecordError(
             f"data.tfds_name={name!r}: the dataset in {builder.data_dir} has no {split!r} "
             f"split (it has {sorted(builder.info.splits)})"
         )
-    source = tfds.data_source(
-        name,
-        split=split,
-        data_dir=data_dir or None,
-        decoders={"image": tfds.decode.SkipDecoding()},
-    )
-    return source, builder
+    return builder
 
 
 @functools.lru_cache(maxsize=4)
 def load_split(name: str, data_dir: str, split: str) -> TfdsSplit:
     """The split's annotations in file form (read once per process: the evaluator needs
-    them for the records and for the metric's GT)."""
-    source, builder = open_source(name, data_dir, split)
+    them for the records and for the metric's GT), from the annotations file beside the
+    split's shards; no image is read. A dataset built without that file is read example
+    by example, images included, with a warning to rebuild it."""
+    builder = _split_builder(name, data_dir, split)
+    folder = epath.Path(builder.data_dir)
+    examples = _examples_without_images(builder, name, data_dir, split)
     meta = dict(builder.info.metadata or {}).get(split, {})
-    examples = []
-    for start in range(0, len(source), READ_CHUNK):
-        chunk = source.__getitems__(list(range(start, min(start + READ_CHUNK, len(source)))))
-        examples.extend({k: v for k, v in e.items() if k != "image"} for e in chunk)
-    folder = os.fspath(builder.data_dir)
     label = f"{folder} (TFDS {name}, split {split})"
     file_names = [_text(e["file_name"]) for e in examples]
     positions = {n: i for i, n in enumerate(file_names)}
@@ -109,11 +102,62 @@ def load_split(name: str, data_dir: str, split: str) -> TfdsSplit:
     else:
         content, detections = _coco_content(examples, file_names, meta.get("categories", []))
         pckh = None
-    shards = tuple(os.fspath(path) for path in builder.info.splits[split].filepaths)
+    shards = tuple(str(path) for path in builder.info.splits[split].filepaths)
     return TfdsSplit(
-        name, data_dir, split, label, os.path.join(folder, split), content, detections,
-        positions, pckh, shards,
+        name, data_dir, split, label, str(folder / split), content, detections, positions,
+        pckh, shards,
     )  # fmt: skip
+
+
+def _examples_without_images(builder, name: str, data_dir: str, split: str) -> list[dict]:
+    """The split's examples but their images: from its annotations file, else (a dataset
+    built before the builders wrote one) from its shards, with a warning."""
+    folder = epath.Path(builder.data_dir)
+    annotations = annotations_path(folder, name, split)
+    if not annotations.exists():
+        logging.warning(
+            "%s has no %s (built by an older version of the builders): reading every "
+            "example of split %r, images included, for its annotations. Rebuild it for a "
+            "start-up that reads the annotations alone: %s",
+            folder,
+            annotations.name,
+            split,
+            _rebuild_command(name, builder),
+        )
+        return _examples_from_shards(name, data_dir, split)
+    examples = read_annotations(annotations)
+    expected = builder.info.splits[split].num_examples
+    if len(examples) != expected:
+        raise BadRecordError(
+            f"{annotations} holds {len(examples)} examples, the split {expected}: "
+            f"rebuild the dataset ({_rebuild_command(name, builder)})"
+        )
+    return examples
+
+
+def _rebuild_command(name: str, builder) -> str:
+    return (
+        f"python -m efafnet_jax.data.tfds.build --dataset {name} --manual_dir DIR "
+        f"--data_dir {builder.data_dir_root}"
+    )
+
+
+def _examples_from_shards(name: str, data_dir: str, split: str) -> list[dict]:
+    """Every stored example of the split but its image, read from the shards (the image
+    bytes are read too: they are in the same records)."""
+    import tensorflow_datasets as tfds
+
+    source = tfds.data_source(
+        name,
+        split=split,
+        data_dir=data_dir or None,
+        decoders={"image": tfds.decode.SkipDecoding()},
+    )
+    examples = []
+    for start in range(0, len(source), READ_CHUNK):
+        chunk = source.__getitems__(list(range(start, min(start + READ_CHUNK, len(source)))))
+        examples.extend({k: v for k, v in e.items() if k != "image"} for e in chunk)
+    return examples
 
 
 def _text(value) -> str:

@@ -1,4 +1,4 @@
-"""COCO keypoints (17 joints): `configs/coco.py:VARIANT,rDEPTH,HxW`.
+"""COCO keypoints (17 joints): `coco:VARIANT,rDEPTH,HxW`.
 
 VARIANT is a Table VI row (sbn, sbn_fam, sbn_fsm, sbn_fasm, sbn_ffm, sbn_duc,
 efafnet); DEPTH is 50, 101 or 152; HxW is 256x192 or 384x288 in the paper.

@@ -1,4 +1,4 @@
-"""Tiny widths for tests: `configs/tiny.py:VARIANT,HxW` (COCO's 17 joints).
+"""Tiny widths for tests: `tiny:VARIANT,HxW` (COCO's 17 joints).
 
 Same graph as the full configs (every module, every switch), with one block per
 stage and narrow layers so that a forward and backward pass take milliseconds.

@@ -1,4 +1,4 @@
-"""CrowdPose (14 joints): `configs/crowdpose.py:VARIANT,rDEPTH,HxW`, default 256x192."""
+"""CrowdPose (14 joints): `crowdpose:VARIANT,rDEPTH,HxW`, default 256x192."""
 
 from efafnet_jax.config import build_config
 

@@ -1,4 +1,4 @@
-"""MPII (16 joints): `configs/mpii.py:VARIANT,rDEPTH,HxW`, default 256x256."""
+"""MPII (16 joints): `mpii:VARIANT,rDEPTH,HxW`, default 256x256."""
 
 from efafnet_jax.config import build_config
 

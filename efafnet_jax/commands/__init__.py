@@ -1,0 +1,1 @@
+"""The training and evaluation commands (console scripts efafnet-train and efafnet-eval)."""
