@@ -52,7 +52,7 @@ def _tiny_coco(tmp_path, annotation_changes=None, write_image=True):
             dict(keypoints=[15, 15, 2] * 16 + [float("inf"), 1, 2]),
             "field 'keypoints' has a non-finite value",
         ),
-        (dict(bbox=None), "field 'bbox' is not a list"),
+        (dict(bbox=None), "field 'bbox' is null, not a list"),
         (dict(image_id=99), "'image_id' 99 names no image"),
     ],
 )

@@ -228,7 +228,10 @@ def test_crowdpose_gt_without_what_its_metric_needs_stops_before_inference(tmp_p
         image["crowdIndex"] = 0.5
     del data["annotations"][3]["num_keypoints"]
     (root / "test_coco.json").write_text(json.dumps(data))
-    with pytest.raises(BadRecordError, match=r"annotation id 1202706 lacks 'num_keypoints'"):
+    with pytest.raises(
+        BadRecordError,
+        match=r"annotation id 1202706 \(image id 40083\): field 'num_keypoints' is missing",
+    ):
         metric_ground_truth(config.data, COCO, None)
 
 
@@ -276,3 +279,73 @@ def test_eval_py_reports_bad_input_by_name_under_both_policies(tmp_path, trained
     written = json.loads((tmp_path / "out" / "results" / "val_metrics.json").read_text())
     assert written["skipped_persons"] == 4
     assert "000000000785.jpg (image id 785) is empty (0 bytes)" in proc.stderr
+
+
+def _break_gt_fields(root, which: tuple[str, ...]) -> dict[str, str]:
+    """Breaks the sample's GT in the ways named in `which`; returns each one's message."""
+    path = root / "test_coco.json"
+    data = json.loads(path.read_text())
+    annotation = {a["id"]: a for a in data["annotations"]}
+    messages = {}
+    if "repeated image id" in which:  # a second entry for image 785, naming another file
+        data["images"].append(dict(data["images"][0], file_name="000000040083.jpg"))
+        messages["repeated image id"] = r"images\[4\] \(id 785\): field 'id' repeats the id"
+    if "bbox as strings" in which:  # pycocotools' computeOks raised TypeError on it
+        annotation[460541]["bbox"] = [str(v) for v in annotation[460541]["bbox"]]
+        messages["bbox as strings"] = r"annotation id 460541 \(image id 196141\): field 'bbox'"
+    if "repeated annotation id" in which:  # another image's person under 442619's id
+        annotation[437295]["id"] = 442619
+        messages["repeated annotation id"] = r"annotation id 442619 \(image id 197388\): field 'id'"
+    if "no area" in which:  # pycocotools reads it for every person: KeyError
+        del annotation[230195]["area"]
+        messages["no area"] = r"annotation id 230195 \(image id 40083\): field 'area' is missing"
+    path.write_text(json.dumps(data))
+    return messages
+
+
+GT_FIELD_BREAKS = ("repeated image id", "bbox as strings", "repeated annotation id", "no area")
+
+
+@pytest.mark.parametrize("which", GT_FIELD_BREAKS)
+def test_gt_fields_the_metric_reads_are_named_before_inference(tmp_path, which):
+    from efafnet_jax.evaluation.evaluator import Evaluator
+
+    root = _copy_corpus(tmp_path / "coco")
+    message = _break_gt_fields(root, (which,))[which]
+    config = _eval_config(root)
+    with pytest.raises(BadRecordError, match=rf"test_coco\.json: {message}"):
+        Evaluator(config)
+
+
+def test_under_skip_the_metric_scores_the_gt_the_reader_accepted(tmp_path):
+    from efafnet_jax.evaluation.evaluator import Evaluator
+
+    root = _copy_corpus(tmp_path / "coco")
+    _break_gt_fields(root, GT_FIELD_BREAKS)
+    config = _eval_config(root)
+    config.data.on_bad_record = "skip"
+    evaluator = Evaluator(config)
+    # Two annotations the reader skipped, one the metric could not read.
+    assert evaluator.skipped["skipped_annotations"] == 3
+    ids = [r.annotation_id for r in evaluator.records]
+    assert 460541 not in ids and ids.count(442619) == 1 and 230195 not in ids
+    # The GT's own persons as answers: perfect against the GT as read. Had the repeated
+    # annotation id reached pycocotools, image 785's person would be scored against the
+    # other image's person (its index keeps one annotation per id): AP < 1.
+    results = [
+        {
+            "image_id": r.image_id,
+            "category_id": 1,
+            "keypoints": [
+                v
+                for joint, seen in zip(r.joints, r.visibility, strict=True)
+                for v in (*joint.tolist(), float(seen))
+            ],
+            "score": 1.0,
+        }
+        for r in evaluator.records
+    ]
+    metrics = evaluator.metrics(None, results)
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AR"] == pytest.approx(1.0)
+    metric_gt = json.loads(open(evaluator.metric_gt_file).read())
+    assert [image["id"] for image in metric_gt["images"]] == [785, 40083, 196141, 197388]

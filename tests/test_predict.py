@@ -95,8 +95,12 @@ def test_malformed_boxes_files_name_the_entry(tmp_path):
     with pytest.raises(BadRecordError, match=r"boxes.json: 'a.jpg' box 0: expected \[x, y, w, h\]"):
         read_boxes_file(str(path), 0.75, 17)
     path.write_text(json.dumps({"a.jpg": [[1, 2, "w", 4]]}))
-    with pytest.raises(BadRecordError, match="'a.jpg' box 0: field 'w' is non-numeric"):
+    with pytest.raises(BadRecordError, match="'a.jpg' box 0: field 'w' is the string 'w', not a"):
         read_boxes_file(str(path), 0.75, 17)
+    for value, shown in (("20.5", "the string '20.5'"), (True, "true"), (None, "null")):
+        path.write_text(json.dumps({"a.jpg": [[1, 2, value, 4]]}))
+        with pytest.raises(BadRecordError, match=f"box 0: field 'w' is {shown}, not a number"):
+            read_boxes_file(str(path), 0.75, 17)
     path.write_text(json.dumps({"a.jpg": [[1, 2, 3, 4, float("nan")]]}))
     with pytest.raises(BadRecordError, match="'a.jpg' box 0: field 'score' is not finite"):
         read_boxes_file(str(path), 0.75, 17)

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
-from efafnet_jax.data.json_files import load_json
+from efafnet_jax.data.json_files import is_integer, load_json
+from efafnet_jax.data.records import BadRecordError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +120,27 @@ def spec_from_coco_category(ann_file: str, name: str = "custom") -> KeypointSpec
     pair `left_X` with `right_X`; sigmas default to DEFAULT_SIGMA; the upper body is
     every joint before the first hip.
     """
-    categories = load_json(ann_file).get("categories") or []
-    people = [c for c in categories if c.get("keypoints")]
+    data = load_json(ann_file)
+    categories = (data.get("categories") if isinstance(data, dict) else None) or []
+    people = [c for c in categories if isinstance(c, dict) and c.get("keypoints")]
     if not people:
-        raise ValueError(f"{ann_file}: no category with a 'keypoints' list")
-    names = tuple(people[0]["keypoints"])
-    skeleton = tuple((a - 1, b - 1) for a, b in people[0].get("skeleton", []))
+        raise BadRecordError(f"annotation file {ann_file}: no category with a 'keypoints' list")
+    names = people[0]["keypoints"]
+    edges = people[0].get("skeleton", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BadRecordError(
+            f"annotation file {ann_file}: the person category's field 'keypoints' is not "
+            "a list of joint names"
+        )
+    if not isinstance(edges, list) or not all(
+        isinstance(e, list) and len(e) == 2 and all(is_integer(i) for i in e) for e in edges
+    ):
+        raise BadRecordError(
+            f"annotation file {ann_file}: the person category's field 'skeleton' is not "
+            "a list of [joint, joint] pairs of 1-based integers"
+        )
+    names = tuple(names)
+    skeleton = tuple((a - 1, b - 1) for a, b in edges)
     hips = [i for i, n in enumerate(names) if "hip" in n]
     upper = tuple(range(hips[0])) if hips else tuple(range(len(names)))
     return KeypointSpec(

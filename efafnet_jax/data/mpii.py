@@ -8,12 +8,13 @@ unless centre x is -1, centre y += 15 * s and s *= 1.25; then the 1-based
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.io
 from etils import epath
 
-from efafnet_jax.data.json_files import finite_number, finite_numbers, load_json
+from efafnet_jax.data.json_files import describe, finite_number, finite_numbers, load_json, text
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.records import (
     BadRecordError,
@@ -32,12 +33,14 @@ def read_mpii(
     on_bad_record: str = "raise",
     check_images: bool = True,
     content: list | None = None,
+    entry_positions: Sequence[int] | None = None,
 ) -> tuple[list[PersonRecord], ReadSummary]:
     """Person records of an HRNet-style MPII JSON list, in file order.
 
     image_id numbers images in order of first appearance; annotation_id is the
     entry's index in the file, which is also its column in gt_valid.mat. `content`:
-    the file's parsed JSON when it comes from elsewhere (a TFDS split).
+    the file's parsed JSON when it comes from elsewhere (a TFDS split), and
+    `entry_positions` its entries' indices in the file it was built from.
     """
     summary = ReadSummary(source=json_file)
     handler = BadRecordHandler(on_bad_record, summary)
@@ -51,8 +54,9 @@ def read_mpii(
         name = entry.get("image") if isinstance(entry, dict) else None
         where = f"{json_file}: entry {i} (image {name})"
         try:
-            if not isinstance(name, str):
-                raise BadRecordError(f"{where}: field 'image' is missing")
+            if not isinstance(entry, dict):
+                raise BadRecordError(f"{where} is {describe(entry)}, not an object")
+            text(entry, "image", where)
             center = np.asarray(finite_numbers(entry, "center", 2, where), np.float64)
             scale_value = finite_number(entry, "scale", where)
             joints = _joint_array(entry, spec.num_joints, where)
@@ -76,7 +80,7 @@ def read_mpii(
                 visibility=visibility.astype(np.float32),
                 box_score=1.0,
                 area=float((scale[0] * 200.0) ** 2),
-                annotation_id=i,
+                annotation_id=i if entry_positions is None else entry_positions[i],
             )
         )
     if check_images:

@@ -18,7 +18,7 @@ from etils import epath
 
 from efafnet_jax.cli import run
 from efafnet_jax.data.image_store import PACK_INDEX
-from efafnet_jax.data.json_files import load_json
+from efafnet_jax.data.json_files import describe, load_json, text
 from efafnet_jax.data.records import BadRecordError, is_url, read_file
 
 
@@ -26,11 +26,17 @@ def image_names(ann_file: str) -> list[str]:
     """File names of a COCO-format file's images, or of an MPII JSON's entries, in order."""
     data = load_json(ann_file)
     if isinstance(data, dict) and isinstance(data.get("images"), list):
-        names = [image["file_name"] for image in data["images"]]
+        entries, field, label = data["images"], "file_name", "images"
     elif isinstance(data, list):
-        names = [entry["image"] for entry in data]
+        entries, field, label = data, "image", "entry"
     else:
         raise BadRecordError(f"{ann_file} is neither a COCO-format file nor an MPII JSON list")
+    names = []
+    for i, entry in enumerate(entries):
+        where = f"{ann_file}: {label}[{i}]"
+        if not isinstance(entry, dict):
+            raise BadRecordError(f"{where} is {describe(entry)}, not an object")
+        names.append(text(entry, field, where))
     return list(dict.fromkeys(names))
 
 

@@ -80,6 +80,8 @@ class ReadSummary:
     # as bad: the metric scores against the GT without them, as the reader accepted
     # it, and a TFDS build leaves them out.
     skipped_annotations: list[int] = dataclasses.field(default_factory=list)
+    # Positions in a COCO-format file's images list of the entries skipped as bad.
+    skipped_images: list[int] = dataclasses.field(default_factory=list)
 
     def line(self) -> str:
         """One line for the log: kept, reference filtering by reason, bad records skipped."""

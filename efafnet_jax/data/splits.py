@@ -5,7 +5,11 @@ from __future__ import annotations
 import ml_collections
 from etils import epath
 
-from efafnet_jax.data.coco_format import read_coco_keypoints, read_detections
+from efafnet_jax.data.coco_format import (
+    fields_the_metric_reads,
+    read_coco_keypoints,
+    read_detections,
+)
 from efafnet_jax.data.codec import target_encoding_for
 from efafnet_jax.data.image_store import image_store
 from efafnet_jax.data.keypoints import KNOWN_SPECS, KeypointSpec, spec_from_config
@@ -149,14 +153,18 @@ def _read(
     ann, content = split_annotations(data, split)
     policy = dict(on_bad_record=data.on_bad_record, check_images=data.check_images)
     images, detections, det_content = data[f"{split}_images"], data.get("val_detections"), None
+    entry_positions = None
     if _source(data) == "tfds":
         built = tfds_split(data, split)
         # A build stores only images that exist.
         images, policy["check_images"] = built.image_dir, False
+        entry_positions = built.entry_positions
         if detections == STORED_DETECTIONS:
             detections, det_content = f"{built.label} detections", built.detections
     if data.dataset == "mpii":
-        records, summary = read_mpii(ann, images, spec, **policy, content=content)
+        records, summary = read_mpii(
+            ann, images, spec, **policy, content=content, entry_positions=entry_positions
+        )
         return records, summary, spec
     height, width = data.crop_hw
     aspect = width / height
@@ -174,5 +182,9 @@ def _read(
             gt_content=content,
         )
     else:
-        records, summary = read_coco_keypoints(ann, images, spec, aspect, **policy, content=content)
+        # The val split is read for evaluation: its metric's fields are checked here too.
+        metric_fields = fields_the_metric_reads(data.dataset) if split == "val" else ()
+        records, summary = read_coco_keypoints(
+            ann, images, spec, aspect, **policy, content=content, metric_fields=metric_fields
+        )
     return records, summary, spec

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from efafnet_jax.data.coco_format import read_coco_keypoints
+from efafnet_jax.data.coco_format import fields_the_metric_reads, read_coco_keypoints
 from efafnet_jax.data.codec import decode, flip_test_shift
 from efafnet_jax.data.json_files import load_json
 from efafnet_jax.data.keypoints import KeypointSpec
@@ -266,27 +266,25 @@ def metric_ground_truth(
             on_bad_record=data.on_bad_record,
             check_images=False,
             content=content,
+            metric_fields=fields_the_metric_reads(data.dataset),
         )
     gt = None if content is None else dict(content)
     if data.dataset == "crowdpose":
         gt = gt or load_json(ann_file)
         for i, image in enumerate(gt.get("images", [])):
-            if "crowdIndex" not in image:
+            if "crowdIndex" not in image and i not in summary.skipped_images:
                 raise BadRecordError(
                     f"{ann_file}: images[{i}] (id {image.get('id')}) lacks 'crowdIndex', "
                     "which CrowdPose's AP easy/medium/hard needs"
                 )
-        for i, ann in enumerate(gt.get("annotations", [])):
-            if "num_keypoints" not in ann and i not in summary.skipped_annotations:
-                raise BadRecordError(
-                    f"{ann_file}: annotation id {ann.get('id')} lacks 'num_keypoints', "
-                    "which CrowdPose's metric needs (xtcocotools reads it for every person)"
-                )
-    if not summary.skipped_annotations and content is None:
+    dropped = set(summary.skipped_annotations)
+    if not dropped and not summary.skipped_images and content is None:
         return ann_file, 0
     gt = gt or load_json(ann_file)
-    dropped = set(summary.skipped_annotations)
     gt["annotations"] = [a for i, a in enumerate(gt["annotations"]) if i not in dropped]
+    # A repeated image id keeps its first entry, as the reader's.
+    skipped_images = set(summary.skipped_images)
+    gt["images"] = [image for i, image in enumerate(gt["images"]) if i not in skipped_images]
     handle, path = tempfile.mkstemp(prefix="val_gt_as_read_", suffix=".json")
     with os.fdopen(handle, "w") as f:
         json.dump(gt, f)

@@ -18,7 +18,7 @@ import numpy as np
 from etils import epath
 
 from efafnet_jax.data.coco_format import degenerate_box_problem, read_detections
-from efafnet_jax.data.json_files import load_json
+from efafnet_jax.data.json_files import describe, is_number, load_json
 from efafnet_jax.data.keypoints import spec_from_config
 from efafnet_jax.data.records import BadRecordError, BadRecordHandler, PersonRecord, ReadSummary
 from efafnet_jax.data.transforms import box_to_center_scale
@@ -165,11 +165,12 @@ def _box(entry, where: str) -> list[float]:
         )
     values = []
     for field, value in zip(BOX_FIELDS, entry, strict=False):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise BadRecordError(f"{where}: field '{field}' is non-numeric in {entry!r}") from None
-        if not math.isfinite(number):
+        # "12.5" or true would convert with float(); a boxes file holds JSON numbers.
+        if not is_number(value):
+            raise BadRecordError(
+                f"{where}: field '{field}' is {describe(value)}, not a number, in {entry!r}"
+            )
+        if not math.isfinite(value):
             raise BadRecordError(f"{where}: field '{field}' is not finite in {entry!r}")
-        values.append(number)
+        values.append(float(value))
     return values if len(values) == 5 else [*values, 1.0]

@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from efafnet_jax.data.coco_format import image_table, read_coco_keypoints, read_detections
-from efafnet_jax.data.json_files import finite_numbers, load_json
+from efafnet_jax.data.coco_format import read_coco_keypoints, read_detections
+from efafnet_jax.data.json_files import load_json
 from efafnet_jax.data.keypoints import COCO, CROWDPOSE
 from efafnet_jax.data.records import BadRecordError, BadRecordHandler, ReadSummary
 from efafnet_jax.data.tfds.base import (
@@ -71,7 +71,14 @@ class CocoFormatBuilder(PoseBuilder, skip_registration=True):
             ann_file, image_dir, self.spec, 1.0, on_bad_record=self.on_bad_record, content=data
         )
         handler = BadRecordHandler(self.on_bad_record, summary)
-        images = image_table(data, ann_file)
+        # What the reader accepted: every field typed, ids unique (a repeated image id
+        # keeps its first entry, as the reader's).
+        skipped_images = set(summary.skipped_images)
+        images = {
+            image["id"]: image
+            for position, image in enumerate(data["images"])
+            if position not in skipped_images
+        }
         image_root = epath.Path(image_dir)
         path_of = {i: str(image_root / image["file_name"]) for i, image in images.items()}
         missing = missing_image_check([(p, i) for i, p in path_of.items()], handler)
@@ -91,7 +98,7 @@ class CocoFormatBuilder(PoseBuilder, skip_registration=True):
                 "image_id": image_id,
                 "width": _size(image.get("width")),
                 "height": _size(image.get("height")),
-                "persons": self._persons(ann_file, image_id, persons[image_id], handler),
+                "persons": self._persons(persons[image_id]),
                 "detections": _detection_arrays(detections.get(image_id, [])),
             }
             if self.with_crowd_index:
@@ -100,31 +107,19 @@ class CocoFormatBuilder(PoseBuilder, skip_registration=True):
         summary.kept = sum(len(e["persons"]["bbox"]) for e in examples)
         return examples, summary
 
-    def _persons(
-        self, ann_file: str, image_id: int, anns: list[tuple[int, dict]], handler
-    ) -> dict[str, np.ndarray]:
+    def _persons(self, anns: list[tuple[int, dict]]) -> dict[str, np.ndarray]:
         k = self.spec.num_joints
         rows = []
         for position, ann in anns:
-            where = f"{ann_file}: annotation id {ann.get('id', '?')} (image id {image_id})"
-            try:
-                bbox = finite_numbers(ann, "bbox", 4, where)
-                # Crowd regions may carry no keypoints: no reader or metric uses them.
-                keypoints = (
-                    finite_numbers(ann, "keypoints", k * 3, where)
-                    if "keypoints" in ann or not ann.get("iscrowd", 0)
-                    else [0.0] * (k * 3)
-                )
-            except BadRecordError as err:
-                handler.bad(str(err))
-                continue
+            # The reader has checked every field's type; crowd regions may carry no
+            # keypoints (no reader or metric uses them).
             rows.append(
                 (
-                    int(ann.get("id", -1)),
+                    ann["id"],
                     position,
                     int(ann.get("category_id", -1)),
-                    bbox,
-                    keypoints,
+                    ann["bbox"],
+                    ann.get("keypoints", [0.0] * (k * 3)),
                     float(ann["area"]) if "area" in ann else math.nan,
                     int(ann.get("iscrowd", 0)),
                     int(ann.get("num_keypoints", -1)),
@@ -156,7 +151,9 @@ class CocoFormatBuilder(PoseBuilder, skip_registration=True):
             check_images=False,
             gt_content=data,
         )
-        handler.summary.skipped.extend(summary.skipped)
+        # The GT file's own bad entries were reported when it was read: count them once.
+        reported = set(handler.summary.skipped)
+        handler.summary.skipped.extend(m for m in summary.skipped if m not in reported)
         skipped = set(summary.skipped_annotations)
         by_image: dict[int, list] = {}
         for position, det in enumerate(load_json(det_file)):

@@ -36,7 +36,8 @@ class TfdsSplit:
     COCO-format dict, or MPII's JSON list. detections: the detections list stored
     with the split (None without). positions: {file name: example index}. pckh: MPII
     val's gt_valid.mat arrays (None without). shards: the split's ArrayRecord files in
-    example order.
+    example order. entry_positions: for MPII, each entry's position in the file the
+    split was built from (entries a build skipped leave gaps); None for COCO formats.
     """
 
     name: str
@@ -49,6 +50,7 @@ class TfdsSplit:
     positions: dict[str, int]
     pckh: dict[str, np.ndarray] | None
     shards: tuple[str, ...]
+    entry_positions: tuple[int, ...] | None = None
 
 
 def prepared_builder(name: str, data_dir: str):
@@ -97,15 +99,15 @@ def load_split(name: str, data_dir: str, split: str) -> TfdsSplit:
     file_names = [_text(e["file_name"]) for e in examples]
     positions = {n: i for i, n in enumerate(file_names)}
     if name == "mpii":
-        content, pckh = _mpii_content(examples, file_names)
+        content, pckh, entry_positions = _mpii_content(examples, file_names)
         detections = None
     else:
         content, detections = _coco_content(examples, file_names, meta.get("categories", []))
-        pckh = None
+        pckh, entry_positions = None, None
     shards = tuple(str(path) for path in builder.info.splits[split].filepaths)
     return TfdsSplit(
         name, data_dir, split, label, str(folder / split), content, detections, positions,
-        pckh, shards,
+        pckh, shards, entry_positions,
     )  # fmt: skip
 
 
@@ -208,7 +210,8 @@ def _coco_content(examples: list[dict], file_names: list[str], categories: list)
 
 
 def _mpii_content(examples: list[dict], file_names: list[str]) -> tuple:
-    """(HRNet's MPII JSON list, gt_valid.mat's arrays or None) in the file's order."""
+    """(HRNet's MPII JSON list, gt_valid.mat's arrays or None, each entry's position in
+    the file) in the file's order."""
     entries, head = [], []
     for example, file_name in zip(examples, file_names, strict=True):
         p = example["persons"]
@@ -233,7 +236,7 @@ def _mpii_content(examples: list[dict], file_names: list[str]) -> tuple:
             "joints": np.stack([h[1][1] for h in head]),
             "joint_missing": np.stack([h[1][2] for h in head]).astype(bool),
         }
-    return [e for _, e in entries], pckh
+    return [e for _, e in entries], pckh, tuple(p for p, _ in entries)
 
 
 class TfdsImages(ShardedImages):
