@@ -10,11 +10,12 @@ optional (VARIANT, rDEPTH, HxW). A config file of one's own works the same way
 from __future__ import annotations
 
 import importlib.resources
-import importlib.util
 import os
 import re
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
 # Ablation rows of the paper's Table VI (plus Table VIII's "SBN+FASM") as switches.
 VARIANTS: dict[str, dict[str, object]] = {
@@ -309,8 +310,17 @@ def config_file(name_or_path: str) -> str:
 def load_config(name_or_path: str) -> ml_collections.ConfigDict:
     """Loads `NAME[:spec]` (a packaged config) or `path/to/config.py[:spec]` the way the
     commands' --config does."""
-    path, _, spec = config_file(name_or_path).partition(":")
-    module_spec = importlib.util.spec_from_file_location(f"_efafnet_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(spec) if spec else module.get_config()
+    # A --config flag of its own, parsed by config_flags as the commands' is; unlocked,
+    # as callers may add keys.
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, flag_values=values, lock_config=False)
+    try:
+        values(["load_config", f"--config={config_file(name_or_path)}"])
+    except flags.IllegalFlagValueError as err:
+        # config_flags re-raises get_config's ValueError or TypeError inside a flag error
+        # whose message embeds a traceback: raise the config's own error instead.
+        original = err
+        while original.__context__ is not None:
+            original = original.__context__
+        raise original from None
+    return values.config

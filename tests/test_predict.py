@@ -246,3 +246,36 @@ def test_quickstart_model_finds_the_generated_joints(quickstart_model, tmp_path)
     # Measured on the 2-core CPU, XLA optimisations off: PCK@0.2 0.627 after this half
     # epoch (0.773 after one, 0.826 after two); randomly initialised weights score 0.103.
     assert hits / total >= 0.4, f"PCK@0.2 {hits / total:.3f}"
+
+
+def test_the_readmes_picture_comes_from_the_command_printed_beside_it(quickstart_model, tmp_path):
+    """The README's predict command, run as printed on a quickstart run (this module's
+    short one in place of runs/quickstart), writes the picture the README shows."""
+    import re
+    import shlex
+
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    [picture] = re.findall(r"!\[[^]]*\]\((docs/quickstart/[^)]+\.png)\)", readme)
+    [command] = [
+        block.replace("\\\n", " ")
+        for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+        if "efafnet-predict" in block and "--out docs/quickstart" in block
+    ]
+    words = shlex.split(command.replace("runs/quickstart", str(quickstart_model)))
+    assert words[0] == "efafnet-predict"
+    out = tmp_path / "docs" / "quickstart"
+    words = [str(out) if w == "docs/quickstart" else w for w in words[1:]]
+    proc = subprocess.run(
+        [sys.executable, "-m", "efafnet_jax.inference.predict", *words],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = out / picture.removeprefix("docs/quickstart/")
+    import cv2
+
+    image = cv2.imread(str(written))
+    assert image is not None and image.std() > 10  # a drawn picture, not an empty file

@@ -125,8 +125,10 @@ def _run_train_py(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def _trained_steps(stderr: str) -> list[int]:
-    """The steps that the run's progress lines report (one per step at log_every_steps=1)."""
-    return [int(m) for m in re.findall(r"^step (\d+)/", stderr, flags=re.MULTILINE)]
+    """The steps that the run's progress lines report (one per step at log_every_steps=1;
+    stderr is no terminal, so efafnet_jax.progress writes plain lines 'train: N/TOTAL',
+    the first of them the step the run starts from)."""
+    return [int(m) for m in re.findall(r"^train: (\d+)/", stderr, flags=re.MULTILINE)][1:]
 
 
 def _checkpoint_files(workdir) -> dict[str, str]:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
-import time
 from collections import defaultdict
 
 import jax
@@ -32,6 +30,7 @@ from efafnet_jax.evaluation.coco_metric import keypoint_ap
 from efafnet_jax.evaluation.heatmaps import make_heatmap_fn
 from efafnet_jax.evaluation.mpii_metric import pckh
 from efafnet_jax.evaluation.nms import oks_nms, rescore, soft_oks_nms
+from efafnet_jax.progress import progress_bar
 from efafnet_jax.sharding import data_mesh, global_batch, local_rows, prefetched
 
 
@@ -103,7 +102,12 @@ class Evaluator:
             on_bad_record=self.config.data.on_bad_record,
         )
         total = -(-len(self.records) // (e.batch_size * shard.count))
-        parts, start = [], time.time()
+        parts = []
+        bar = None
+        if progress and jax.process_index() == 0:
+            # Counted in crops of every host: a batch is batch_size crops per host.
+            bar = progress_bar(total, "eval", "crop", lines=10)
+            bar.unit_scale = e.batch_size * shard.count
 
         def finish(step: int, heatmaps: jax.Array, batch: dict) -> None:
             coords, scores = decode(
@@ -117,8 +121,8 @@ class Evaluator:
                 e.dark_kernel,
             )
             parts.append((batch["record_index"], coords, scores, batch["valid"], batch["skipped"]))
-            if progress and jax.process_index() == 0:
-                _progress(step, total, time.time() - start, e.batch_size * shard.count)
+            if bar is not None:
+                bar.update(1)
 
         # One batch behind: the host decodes batch i while the device runs batch i+1,
         # and the images of the next batches are already on the device.
@@ -130,6 +134,8 @@ class Evaluator:
                 finish(*pending)
             pending = (step, heatmaps, batch)
         finish(*pending)
+        if bar is not None:
+            bar.close()
         rows = tuple(np.concatenate(p) for p in zip(*parts, strict=True))
         if shard.count > 1:
             from jax.experimental import multihost_utils
@@ -295,18 +301,3 @@ def _mat_keys(path: str) -> list[str]:
     import scipy.io
 
     return [name for name, _, _ in scipy.io.whosmat(mat_contents(path, f"head-box file {path}"))]
-
-
-def _progress(step: int, total: int, elapsed: float, per_step: int) -> None:
-    rate = step * per_step / max(elapsed, 1e-9)
-    eta = (total - step) * elapsed / step
-    tty = sys.stderr.isatty()
-    if not tty and step != total and step % max(1, total // 10):
-        return  # in a log file: about ten lines per evaluation
-    end = "\n" if step == total or not tty else ""
-    print(
-        f"\reval {step}/{total} batches  {rate:.0f} crops/s  ETA {eta:5.0f}s",
-        end=end,
-        file=sys.stderr,
-        flush=True,
-    )

@@ -296,15 +296,11 @@ def train_and_evaluate(
             total_steps,
         )
 
+    log.start_progress(start_step, total_steps)
+
     def on_log(step: int, metrics: dict) -> None:
         seconds = time.time() - start_time
-        log.progress(
-            step,
-            total_steps,
-            metrics,
-            (step - start_step) * train.batch_size / seconds,
-            seconds / max(step - start_step, 1),
-        )
+        log.progress(step, metrics, (step - start_step) * train.batch_size / seconds)
 
     def validate(step: int, state: TrainState) -> None:
         nonlocal best_ap

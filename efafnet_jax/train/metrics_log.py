@@ -6,16 +6,17 @@ two append-style logs are held in memory and rewritten whole (`_RewrittenFile`).
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import os
 import sys
 import time
 
+import tqdm
 from etils import epath
 
 from efafnet_jax.data.records import is_url
+from efafnet_jax.progress import progress_bar
 
 # GCS takes about one write per second to an object, and each write of a log sends it
 # whole: a log in a bucket is rewritten at most this often (and when it is closed).
@@ -70,6 +71,7 @@ class MetricsLog:
         self.enabled = enabled
         self.workdir = workdir
         self._writer = None
+        self._bar = None
         if enabled:
             folder = epath.Path(workdir)
             folder.mkdir(parents=True, exist_ok=True)
@@ -94,19 +96,23 @@ class MetricsLog:
         )
         self._jsonl.flush()
 
-    def progress(
-        self, step: int, total: int, metrics: dict, images_per_s: float, seconds_per_step: float
-    ) -> None:
-        """One line per call (fine in a terminal and in a log file) plus the scalars."""
+    def start_progress(self, start_step: int, total_steps: int) -> None:
+        """The training's progress bar, from `start_step` (a resumed run) to `total_steps`."""
+        if self.enabled:
+            # lines=0: a log line for each progress() call, which comes every log_every_steps.
+            self._bar = progress_bar(total_steps, "train", "step", lines=0, initial=start_step)
+
+    def progress(self, step: int, metrics: dict, images_per_s: float) -> None:
+        """Moves the bar to `step` with the step's loss, lr, gradient norm and throughput
+        (a line each call in a log file), and writes the scalars."""
         if not self.enabled:
             return
-        eta = datetime.timedelta(seconds=int(seconds_per_step * (total - step)))
-        print(
-            f"step {step}/{total}  {images_per_s:7.1f} img/s  loss {float(metrics['loss']):.6f}"
-            f"  lr {float(metrics['lr']):.2e}  grad {float(metrics['grad_norm']):.3e}  ETA {eta}",
-            file=sys.stderr,
-            flush=True,
+        self._bar.set_postfix_str(
+            f"loss {float(metrics['loss']):.6f}  lr {float(metrics['lr']):.2e}  "
+            f"grad {float(metrics['grad_norm']):.3e}  {images_per_s:.1f} img/s",
+            refresh=False,
         )
+        self._bar.update(step - self._bar.n)
         self._write(
             step,
             {
@@ -132,10 +138,10 @@ class MetricsLog:
         if not self.enabled:
             return
         self._write(step, {f"val/{k}": v for k, v in metrics.items()})
-        print(
+        # Through tqdm, so that a live bar is redrawn below the line.
+        tqdm.tqdm.write(
             f"step {step}  validation: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
             file=sys.stderr,
-            flush=True,
         )
         if improved:
             (epath.Path(self.workdir) / "best.json").write_text(
@@ -144,6 +150,8 @@ class MetricsLog:
 
     def close(self) -> None:
         if self.enabled:
+            if self._bar is not None:
+                self._bar.close()
             self._writer.close()
             self._jsonl.close()
 

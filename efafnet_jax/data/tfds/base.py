@@ -9,17 +9,17 @@ disk above 1 GiB (`tensorflow_datasets/core/shuffle.py`) needs `tf.io.gfile`.
 from __future__ import annotations
 
 import abc
-import sys
-import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 from etils import epath
 
 from efafnet_jax.data.keypoints import KeypointSpec
 from efafnet_jax.data.records import BadRecordError, BadRecordHandler, ReadSummary, image_label
 from efafnet_jax.data.tfds.annotations import annotations_path, write_annotations
+from efafnet_jax.progress import progress_bar
 
 # Shards of about this many image bytes: COCO train2017 (19 GB) becomes ~75 shards.
 DEFAULT_SHARD_BYTES = 256 << 20
@@ -138,8 +138,8 @@ class PoseBuilder(tfds.core.ShardBasedBuilder, skip_registration=True):
                 size = 0
             groups[-1].append(example)
             size += image_bytes
-        progress = _Progress(f"{self.name} {split}", len(examples))
-        return [_ShardGenerator(group, start, progress) for group, start in _starts(groups)]
+        bar = progress_bar(len(examples), f"{self.name} {split}", "img", lines=20)
+        return [_ShardGenerator(group, start, bar) for group, start in _starts(groups)]
 
 
 def _starts(groups: list[list[Example]]) -> Iterator[tuple[list[Example], int]]:
@@ -149,34 +149,18 @@ def _starts(groups: list[list[Example]]) -> Iterator[tuple[list[Example], int]]:
         start += len(group)
 
 
-class _Progress:
-    """About twenty lines per split: images written and the time left."""
-
-    def __init__(self, label: str, total: int):
-        self.label, self.total, self.done, self.start = label, total, 0, time.time()
-
-    def advance(self) -> None:
-        self.done += 1
-        if self.done == self.total or self.done % max(1, self.total // 20) == 0:
-            elapsed = time.time() - self.start
-            eta = (self.total - self.done) * elapsed / self.done
-            print(
-                f"{self.label}: {self.done}/{self.total} images  ETA {eta:.0f}s",
-                file=sys.stderr,
-                flush=True,
-            )
-
-
 class _ShardGenerator:
     """One shard's (key, example) pairs; the key is the image's position in the split."""
 
-    def __init__(self, examples: list[Example], start: int, progress: _Progress):
-        self.examples, self.start, self.progress = examples, start, progress
+    def __init__(self, examples: list[Example], start: int, bar: tqdm.tqdm):
+        self.examples, self.start, self.bar = examples, start, bar
 
     def __call__(self) -> Iterator[tuple[int, Example]]:
         for offset, example in enumerate(self.examples):
             yield self.start + offset, example
-            self.progress.advance()
+            self.bar.update(1)
+            if self.bar.n == self.bar.total:  # the split's last image: the final line
+                self.bar.close()
 
 
 def existing_files(files: dict[str, str]) -> dict[str, str] | None:
