@@ -3,8 +3,8 @@ PyTorch with `to_torch`, compared in eval mode with `compare`.
 
     python benchmarks/trained_parity.py [--epochs 2] [--workdir runs/trained_parity] [--json]
 
-A randomly initialised ResNet amplifies float32 rounding (README "Compare with
-PyTorch"); a trained network with real BatchNorm running statistics is the case users
+A randomly initialised ResNet amplifies float32 rounding (docs/numerics.md, "Reading the
+float32 figures"); a trained network with real BatchNorm running statistics is the case users
 have. Prints the eval-mode heatmap error between the two frameworks and each one's
 distance from the float64 PyTorch run of the same weights and input.
 """

@@ -83,7 +83,7 @@ def model_config(variant: str, depth: int, num_joints: int) -> ml_collections.Co
     m.use_fusion = VARIANTS[variant]["use_fusion"]
     m.head = VARIANTS[variant]["head"]
 
-    # FAM: Res2Net's 26w x 4s widths (Gao et al. 2019); see README "Design decisions".
+    # FAM: Res2Net's 26w x 4s widths (Gao et al. 2019); see docs/design.md.
     m.fam = ml_collections.ConfigDict(dict(base_width=26, scale=4))
     # FSM: channel selection MLP reduction and the location-sensitive branch.
     m.fsm = ml_collections.ConfigDict(
@@ -111,7 +111,7 @@ def model_config(variant: str, depth: int, num_joints: int) -> ml_collections.Co
     return m
 
 
-# Where each dataset lies as released, in HRNet's data/ layout (README "Datasets").
+# Where each dataset lies as released, in HRNet's data/ layout (docs/data.md).
 DATA_LAYOUT = {
     "coco": dict(
         train_ann="data/coco/annotations/person_keypoints_train2017.json",
@@ -154,7 +154,7 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
     )
     d.mpii_headboxes = "data/mpii/annot/gt_valid.mat" if dataset == "mpii" else ""
     # "files" (the layout above) or "tfds": a dataset built by efafnet_jax.data.tfds.build,
-    # read through tfds.data_source (README "TFDS"); "" data dir: TFDS's default.
+    # read through tfds.data_source (docs/data.md "TFDS"); "" data dir: TFDS's default.
     d.source = "files"
     d.tfds_name = TFDS_NAMES.get(dataset, "")
     d.tfds_data_dir = ""
@@ -165,11 +165,11 @@ def data_config(dataset: str) -> ml_collections.ConfigDict:
     d.generated = False  # True: generate the synthetic dataset under <workdir>/data
     d.use_joint_weights = False
     # "msra": Gaussians at the nearest heatmap pixel (HRNet, the paper's recipe);
-    # "unbiased": at the exact sub-pixel location (DARK; README "Codecs"); "": the
+    # "unbiased": at the exact sub-pixel location (DARK; docs/evaluation.md "Codecs"); "": the
     # geometry's own, "msra" for the standard transform and "unbiased" under data.udp.
     d.target_encoding = ""
-    # UDP's unit-length geometry for crops, targets, decoding and the flip test (README
-    # "Codecs"); off in the paper's recipe.
+    # UDP's unit-length geometry for crops, targets, decoding and the flip test
+    # (docs/evaluation.md "Codecs"); off in the paper's recipe.
     d.udp = False
     # Training crops warped on the accelerator (Speed 2/2): the host sends the source
     # region in a (height, width) buffer. 640 x 640 holds any COCO image whole; larger
@@ -262,10 +262,10 @@ def build_config(
             flip_test=True,
             shift_heatmap=True,  # the reference's 1-px shift of flipped heatmaps
             post_process=True,  # refine the argmax by eval.decoder
-            # "quarter_offset" (HRNet, the paper's numbers) or "dark" (README "Codecs")
+            # "quarter_offset" (HRNet, the paper's numbers) or "dark" (docs/evaluation.md "Codecs")
             decoder="quarter_offset",
             # DARK's blur kernel (odd), 11 as DarkPose and mmpose 1.x at sigma 2 and 3;
-            # 0: 6 sigma - 1 made odd (17 at sigma 3, mmpose 0.x) (README "Codecs")
+            # 0: 6 sigma - 1 made odd (17 at sigma 3, mmpose 0.x) (docs/evaluation.md "Codecs")
             dark_kernel=11,
             in_vis_threshold=0.2,  # keypoint scores counted in the box x keypoint rescoring
             oks_threshold=0.9,

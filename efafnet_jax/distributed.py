@@ -6,7 +6,7 @@ import os
 
 import jax
 
-# Set by TPU pod launchers, SLURM, Open MPI, or by hand (see README "Training at scale").
+# Set by TPU pod launchers, SLURM, Open MPI, or by hand (see docs/training.md "Cluster start-up").
 _CLUSTER_VARIABLES = (
     "EFAFNET_DISTRIBUTED",  # forces auto-detection (TPU pod workers set nothing we read)
     "JAX_COORDINATOR_ADDRESS",

@@ -12,7 +12,7 @@ import ml_collections
 from etils import epath
 
 from efafnet_jax.errors import UsageError
-from efafnet_jax.train.checkpoint import BEST_DIR, CHECKPOINT_DIR
+from efafnet_jax.train.checkpoint import BEST_DIR, CHECKPOINT_DIR, orbax_path
 
 
 def initial_variables(model, config: ml_collections.ConfigDict, seed: int = 0) -> dict:
@@ -77,11 +77,9 @@ def restore_variables_and_step(path: str) -> tuple[dict, int | None]:
     """`restore_variables` and the checkpoint's training step (None if it holds none)."""
     import orbax.checkpoint as ocp
 
-    path = epath.Path(path)
+    path = orbax_path(path)
     if not path.is_dir():
         raise UsageError(f"checkpoint {path} does not exist")
-    if not path.is_absolute():  # tensorstore refuses relative paths; a URL is absolute
-        path = path.absolute()
     if (path / "state").is_dir():
         path = path / "state"
     checkpointer = ocp.StandardCheckpointer()

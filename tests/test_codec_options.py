@@ -1,4 +1,4 @@
-"""DARK decoding and unbiased targets (README "Codecs") against hand-derived cases."""
+"""DARK decoding and unbiased targets (docs/evaluation.md "Codecs") against hand-derived cases."""
 
 import jax.numpy as jnp
 import numpy as np

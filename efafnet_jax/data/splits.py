@@ -117,7 +117,7 @@ def check_split_paths(data: ml_collections.ConfigDict, split: str) -> None:
             continue  # optional: GT boxes
         # A path may be a URL (gs://...); epath.Path('') would be the current folder.
         if not path or not epath.Path(path).exists():
-            hint = " (a custom dataset sets or clears it: README, Datasets)" if path else ""
+            hint = " (a custom dataset sets or clears it: docs/data.md)" if path else ""
             raise BadRecordError(f"data.{key}={path!r}: no such {kind}{hint}")
         is_dir = epath.Path(path).is_dir()
         if kind == "file" and is_dir:

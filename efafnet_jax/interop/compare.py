@@ -13,7 +13,7 @@ among tensors of its kind (mode x forward/grad); the figure is the worst tensor.
 
 In float32 both are also measured against the float64 PyTorch run of the same
 weights and input (`--float64_truth`, on by default): a randomly initialised
-ResNet amplifies rounding (see README "Compare with PyTorch"), so the float32
+ResNet amplifies rounding (see docs/numerics.md), so the float32
 difference of two correct implementations is bounded by their distance from the
 exact result, which these figures show. `--dtype float64` runs both in float64.
 

@@ -22,8 +22,8 @@ from flax import traverse_util
 from efafnet_jax.interop.convert import torch_key
 
 # Correct layers agree to ~1e-14 in float64 and ~1e-6..2e-5 in float32 (tiny widths). A
-# randomly initialised R50 amplifies float32 rounding towards its head (README "Compare
-# with PyTorch"), where a correct layer can pass 1e-4: rerun in float64 to tell.
+# randomly initialised R50 amplifies float32 rounding towards its head (docs/numerics.md,
+# "Reading the float32 figures"), where a correct layer can pass 1e-4: rerun in float64 to tell.
 DEFAULT_LAYER_TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 
 

@@ -52,10 +52,10 @@ def write_replicated_arrays_whole_on_cpu() -> None:
     )
 
 
-def _orbax_path(workdir: str, name: str) -> epath.Path:
-    """<workdir>/<name> as orbax needs it: absolute (tensorstore refuses relative paths).
-    A URL (gs://...) is absolute already; `absolute()` would make it a local folder."""
-    path = epath.Path(workdir) / name
+def orbax_path(path: str | epath.Path) -> epath.Path:
+    """`path` as orbax needs it: absolute (tensorstore refuses relative paths). A URL
+    (gs://...) is absolute already; `absolute()` would make it a local folder."""
+    path = epath.Path(path)
     return path if path.is_absolute() else path.absolute()
 
 
@@ -68,7 +68,7 @@ def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
     write_replicated_arrays_whole_on_cpu()
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     return ocp.CheckpointManager(
-        _orbax_path(workdir, CHECKPOINT_DIR), options=options, item_names=("state",)
+        orbax_path(epath.Path(workdir) / CHECKPOINT_DIR), options=options, item_names=("state",)
     )
 
 
@@ -124,5 +124,5 @@ def save_best(workdir: str, state: TrainState) -> None:
     """
     write_replicated_arrays_whole_on_cpu()
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(_orbax_path(workdir, BEST_DIR), state_tree(state), force=True)
+    checkpointer.save(orbax_path(epath.Path(workdir) / BEST_DIR), state_tree(state), force=True)
     checkpointer.wait_until_finished()

@@ -73,7 +73,7 @@ def main(argv):
 def cli() -> None:
     """The efafnet-build-tfds console script."""
     flags.DEFINE_enum("dataset", None, ["coco_keypoints", "crowdpose", "mpii"], "The builder.")
-    flags.DEFINE_string("manual_dir", None, "The released files (README, Datasets).")
+    flags.DEFINE_string("manual_dir", None, "The released files (layout: docs/data.md).")
     flags.DEFINE_string("data_dir", None, "TFDS data dir to write (a local path or gs://).")
     flags.DEFINE_multi_enum("split", None, ["train", "val"], "Build only this split (repeatable).")
     flags.DEFINE_enum("on_bad_record", "raise", list(BAD_RECORD_POLICIES), "Bad input policy.")
