@@ -311,11 +311,15 @@ def load_config(name_or_path: str) -> ml_collections.ConfigDict:
     """Loads `NAME[:spec]` (a packaged config) or `path/to/config.py[:spec]` the way the
     commands' --config does."""
     # A --config flag of its own, parsed by config_flags as the commands' is; unlocked,
-    # as callers may add keys.
+    # as callers may add keys. config_flags takes --config.KEY overrides from sys.argv
+    # unless told the arguments: these, so that the running command's do not leak in.
+    argv = ["load_config", f"--config={config_file(name_or_path)}"]
     values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, flag_values=values, lock_config=False)
+    config_flags.DEFINE_config_file(
+        "config", None, flag_values=values, lock_config=False, sys_argv=argv
+    )
     try:
-        values(["load_config", f"--config={config_file(name_or_path)}"])
+        values(argv)
     except flags.IllegalFlagValueError as err:
         # config_flags re-raises get_config's ValueError or TypeError inside a flag error
         # whose message embeds a traceback: raise the config's own error instead.

@@ -39,13 +39,14 @@ def test_values_positionals_and_config_overrides_are_untouched():
     assert _absl_spelling("--config=coco:sbn_fasm,r50", known) == "--config=coco:sbn_fasm,r50"
 
 
-def test_packaged_configs_are_found_by_name_and_files_still_work(tmp_path):
+def test_packaged_configs_are_found_by_name_and_files_still_work(tmp_path, monkeypatch):
     by_name = load_config("tiny:sbn,64x64")
     by_path = load_config(f"{REPO / 'efafnet_jax' / 'configs' / 'tiny.py'}:sbn,64x64")
     assert by_name == by_path and by_name.data.crop_hw == (64, 64)
-    own = tmp_path / "tiny.py"  # a file of one's own wins over the packaged name
-    own.write_text("def get_config():\n    return None\n")
-    assert config_file(str(own)) == str(own)
+    # A file of one's own wins over the packaged config of the same name.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").write_text("def get_config(spec=None):\n    return None\n")
+    assert config_file("tiny:sbn") == "tiny:sbn"
     with pytest.raises(ConfigNotFoundError, match="neither a file nor a packaged config"):
         config_file("tinyy")
 

@@ -1,5 +1,7 @@
 """Every config file builds, and the spec grammar is parsed as documented."""
 
+import sys
+
 import pytest
 from conftest import CONFIG_DIR
 
@@ -100,3 +102,13 @@ def test_unknown_model_config_key_is_named():
     config.model.deconv_layerz = 2
     with pytest.raises(ValueError, match="deconv_layerz"):
         create_model(config.model)
+
+
+def test_load_config_does_not_read_the_running_commands_arguments(monkeypatch):
+    # config_flags looks up each --config.KEY override in sys.argv unless given the
+    # arguments: the command's own overrides (one naming a key that does not exist, when
+    # the command names it in its error) must not reach load_config.
+    monkeypatch.setattr(
+        sys, "argv", ["efafnet-eval", "--config.train.bogus=1", "--config.train.batch_size=3"]
+    )
+    assert load_config("tiny:sbn,64x64").train.batch_size != 3
