@@ -3,6 +3,7 @@ command's own flags, and refused input as one line with exit status 2 (no traceb
 any backend starts."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -133,10 +134,18 @@ def test_eval_of_a_workdir_takes_its_config_and_best_or_chosen_checkpoint(traine
     summary = json.loads(latest.stdout.strip().splitlines()[-1])
     assert summary["step"] == 4 and summary["checkpoint"].endswith("checkpoints/4")
     assert "AP" in summary
+    # The same run as an older version saved it: its config.json without eval.dark_kernel
+    # (added by #29) is completed with today's default, named in a warning.
+    older = tmp_path / "older_run"
+    shutil.copytree(trained_tiny.workdir, older)
+    saved = json.loads((older / "config.json").read_text())
+    del saved["eval"]["dark_kernel"]
+    (older / "config.json").write_text(json.dumps(saved))
     chosen = _command(
-        evaluate, "--workdir", str(trained_tiny.workdir), "--checkpoint-step=2",
+        evaluate, "--workdir", str(older), "--checkpoint-step=2",
         "--out", str(tmp_path / "b"), "--json", "--config.eval.flip_test=false",
     )  # fmt: skip
     assert chosen.returncode == 0, chosen.stderr[-3000:]
+    assert "config.json lacks eval.dark_kernel=" in chosen.stderr
     summary = json.loads(chosen.stdout.strip().splitlines()[-1])
     assert summary["step"] == 2 and "flip test False" in chosen.stdout

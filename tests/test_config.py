@@ -1,5 +1,6 @@
 """Every config file builds, and the spec grammar is parsed as documented."""
 
+import json
 import sys
 
 import pytest
@@ -112,3 +113,24 @@ def test_load_config_does_not_read_the_running_commands_arguments(monkeypatch):
         sys, "argv", ["efafnet-eval", "--config.train.bogus=1", "--config.train.batch_size=3"]
     )
     assert load_config("tiny:sbn,64x64").train.batch_size != 3
+
+
+def test_a_runs_config_saved_before_a_key_existed_gets_the_keys_default_named(tmp_path, caplog):
+    from efafnet_jax.configs.workdir import CONFIG_JSON, get_config
+
+    saved = load_config("tiny:sbn,64x64")
+    saved.train.batch_size = 3  # the run's own choice, kept
+    old = json.loads(saved.to_json_best_effort())
+    del old["eval"]["dark_kernel"], old["data"]["augment"]  # keys added after that run
+    (tmp_path / CONFIG_JSON).write_text(json.dumps(old))
+    config = get_config(str(tmp_path))
+    today = load_config("tiny:sbn,64x64")
+    assert config.eval.dark_kernel == today.eval.dark_kernel
+    assert config.data.augment == today.data.augment
+    assert config.train.batch_size == 3 and config.model == today.model
+    kernel = today.eval.dark_kernel
+    assert f"config.json lacks data.augment, eval.dark_kernel={kernel} (added after" in caplog.text
+    # A config of one's own (a name no packaged config builds) is taken as saved.
+    old["name"] = "my_own"
+    (tmp_path / CONFIG_JSON).write_text(json.dumps(old))
+    assert "dark_kernel" not in get_config(str(tmp_path)).eval
