@@ -47,22 +47,21 @@ def progress_bar(
     unit: str,
     lines: int = 10,
     initial: int = 0,
+    unit_scale: int = 1,
     stream: TextIO | None = None,
 ) -> tqdm.tqdm:
-    """A tqdm bar over `total` units on `stream` (stderr): live in a terminal; otherwise
-    about `lines` plain lines (every refresh when `lines` is 0: the caller refreshes
-    sparingly itself) and a last one at close."""
+    """A tqdm bar over `total` steps on `stream` (stderr), shown as `unit_scale` units a
+    step: live in a terminal; otherwise about `lines` plain lines (every refresh when
+    `lines` is 0: the caller refreshes sparingly itself) and a last one at close."""
     stream = stream or sys.stderr
+    # tqdm reads unit_scale=1 as True (SI prefixes): 1 means no scaling here.
+    scale = unit_scale if unit_scale != 1 else False
+    shared = dict(total=total, desc=desc, unit=unit, initial=initial, unit_scale=scale)
     if stream.isatty():
-        return tqdm.tqdm(
-            total=total, desc=desc, unit=unit, initial=initial, file=stream, dynamic_ncols=True
-        )
+        return tqdm.tqdm(**shared, file=stream, dynamic_ncols=True)
     every = max(1, (total - initial) // lines) if lines else 1
     return _LogTqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        initial=initial,
+        **shared,
         file=_LogLines(stream),
         bar_format=LOG_LINE_FORMAT,
         mininterval=0,

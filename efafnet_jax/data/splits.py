@@ -5,11 +5,8 @@ from __future__ import annotations
 import ml_collections
 from etils import epath
 
-from efafnet_jax.data.coco_format import (
-    fields_the_metric_reads,
-    read_coco_keypoints,
-    read_detections,
-)
+from efafnet_jax.data.coco_fields import fields_the_metric_reads
+from efafnet_jax.data.coco_format import read_coco_keypoints, read_detections
 from efafnet_jax.data.codec import target_encoding_for
 from efafnet_jax.data.image_store import image_store
 from efafnet_jax.data.keypoints import KNOWN_SPECS, KeypointSpec, spec_from_config

@@ -12,7 +12,8 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from efafnet_jax.data.coco_format import fields_the_metric_reads, read_coco_keypoints
+from efafnet_jax.data.coco_fields import fields_the_metric_reads
+from efafnet_jax.data.coco_format import read_coco_keypoints
 from efafnet_jax.data.codec import decode, flip_test_shift
 from efafnet_jax.data.json_files import load_json
 from efafnet_jax.data.keypoints import KeypointSpec
@@ -106,8 +107,9 @@ class Evaluator:
         bar = None
         if progress and jax.process_index() == 0:
             # Counted in crops of every host: a batch is batch_size crops per host.
-            bar = progress_bar(total, "eval", "crop", lines=10)
-            bar.unit_scale = e.batch_size * shard.count
+            bar = progress_bar(
+                total, "eval", "crop", lines=10, unit_scale=e.batch_size * shard.count
+            )
 
         def finish(step: int, heatmaps: jax.Array, batch: dict) -> None:
             coords, scores = decode(
